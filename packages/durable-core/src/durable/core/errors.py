@@ -1,0 +1,140 @@
+"""Errors raised by durable. Every public error derives from :class:`DurableError`.
+
+::
+
+    DurableError
+     +-- WorkflowNotRegistered        no workflow (or version) of that name is registered
+     +-- StepNotRegistered            no handler serves a remote step of that name
+     +-- RunNotFound                  no run has that id
+     +-- InputValidationError         a workflow/step/signal payload failed validation
+     |    +-- SignalPayloadError      a signal payload does not match the waiter's type
+     +-- SerializationError           a value could not be encoded as JSON
+     +-- NonDeterminismError          replay met a different call than the one recorded
+     +-- SignalTimeoutError           wait_for_signal reached its timeout
+     +-- StepFailedError              a step failed for good (retries exhausted or fatal)
+     +-- RemoteStepError              a remote step failed for good
+     +-- WorkflowFailedError          wait_for_run(raise_on_failure=True) saw a failed run
+     +-- FatalError                   raised by step code: do not retry
+     +-- StoreError                   a store could not do what was asked
+          +-- StoreUnavailableError   the database could not be reached
+          +-- SchemaMissingError      the durable tables do not exist (auto_schema=False)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pydantic
+
+
+class DurableError(Exception):
+    """Base class of every error durable raises."""
+
+
+class WorkflowNotRegistered(DurableError):
+    """No workflow of that name (or that version) is registered with the engine."""
+
+
+class StepNotRegistered(DurableError):
+    """No handler is registered for a remote step of that name."""
+
+
+class RunNotFound(DurableError):
+    """No run has that id."""
+
+
+class InputValidationError(DurableError):
+    """A payload failed validation; names what was validated and wraps pydantic's error.
+
+    Attributes:
+        subject: What was validated, e.g. ``workflow 'checkout' input``.
+        validation_error: The underlying pydantic error, when there is one.
+    """
+
+    def __init__(
+        self, subject: str, detail: str, validation_error: pydantic.ValidationError | None = None
+    ) -> None:
+        super().__init__(f"{subject}: {detail}")
+        self.subject = subject
+        self.validation_error = validation_error
+
+
+class SignalPayloadError(InputValidationError):
+    """A signal's payload does not match the type the waiter declared."""
+
+    def __init__(
+        self, token: str, detail: str, validation_error: pydantic.ValidationError | None = None
+    ) -> None:
+        super().__init__(f"signal {token!r} payload", detail, validation_error)
+        self.token = token
+
+
+class SerializationError(DurableError):
+    """A value could not be encoded as JSON (names the step or workflow and the type)."""
+
+
+class NonDeterminismError(DurableError):
+    """Replay met a call that differs from the checkpoint recorded at that sequence."""
+
+    def __init__(self, run_id: str, seq: int, expected: str, found: str) -> None:
+        super().__init__(
+            f"run {run_id}: non-deterministic replay at seq {seq}: "
+            f"the history has {expected}, the code now calls {found}"
+        )
+        self.run_id = run_id
+        self.seq = seq
+        self.expected = expected
+        self.found = found
+
+
+class SignalTimeoutError(DurableError):
+    """``wait_for_signal`` reached its timeout before a signal arrived."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(f"no signal {token!r} arrived before the timeout")
+        self.token = token
+
+
+class StepFailedError(DurableError):
+    """A step failed for good; raised the same way on the first run and on replay.
+
+    Attributes:
+        step: The step's name.
+        error_type: The qualified name of the exception the step raised.
+        error_message: Its message.
+        attempts: How many attempts were made.
+    """
+
+    def __init__(self, step: str, error_type: str, error_message: str, attempts: int) -> None:
+        super().__init__(
+            f"step {step!r} failed after {attempts} attempt(s): {error_type}: {error_message}"
+        )
+        self.step = step
+        self.error_type = error_type
+        self.error_message = error_message
+        self.attempts = attempts
+
+
+class RemoteStepError(StepFailedError):
+    """A remote step failed for good (the handler failed, or its output was invalid)."""
+
+
+class WorkflowFailedError(DurableError):
+    """A run ended ``failed``, ``cancelled`` or ``dead`` where success was required."""
+
+
+class FatalError(DurableError):
+    """Raise from step code to fail the step at once, without further retries."""
+
+
+class StoreError(DurableError):
+    """A store could not do what was asked."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database could not be reached."""
+
+
+class SchemaMissingError(StoreError):
+    """The durable tables do not exist and the engine was told not to create them."""

@@ -1,0 +1,409 @@
+"""``InMemoryStateStore``: the whole StateStore protocol in process memory.
+
+For tests and local development: nothing survives the process. Payloads go through a JSON
+round trip on every write, as they do in a database, so code that works here does not break on
+a real store because of a tuple or a non-string key.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from collections import deque
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import anyio.lowlevel
+
+from durable.core._types import TERMINAL_STATUSES
+from durable.core.errors import RunNotFound
+from durable.core.records import (
+    BufferedSignal,
+    CheckpointRecord,
+    RunPage,
+    RunPatch,
+    RunQuery,
+    RunRecord,
+    SignalWaiter,
+    decode_cursor,
+    encode_cursor,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from typing_extensions import Unpack
+
+    from durable.core._types import JSONValue, RunStatus
+
+
+def _json_copy(value: JSONValue) -> JSONValue:
+    loaded: JSONValue = json.loads(json.dumps(value, allow_nan=False))
+    return loaded
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class InMemoryStateStore:
+    """A StateStore held in dictionaries; every method is atomic (no await inside)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, RunRecord] = {}
+        self._checkpoints: dict[str, dict[int, CheckpointRecord]] = {}
+        self._waiters: dict[str, SignalWaiter] = {}
+        self._buffered: dict[str, deque[BufferedSignal]] = {}
+        self._signal_ids = itertools.count(1)
+
+    async def ensure_schema(self) -> None:
+        """Nothing to create: the tables are dictionaries."""
+        await anyio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    async def create_run(self, run: RunRecord) -> bool:
+        """Insert the run unless its id exists."""
+        await anyio.lowlevel.checkpoint()
+        if run.id in self._runs:
+            return False
+        stored = replace(
+            run,
+            input=_json_copy(run.input),
+            output=_json_copy(run.output),
+            tags=list(run.tags),
+            attributes=dict(run.attributes),
+            error=copy.deepcopy(run.error),
+        )
+        self._runs[run.id] = stored
+        return True
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """A copy of the run, or None."""
+        await anyio.lowlevel.checkpoint()
+        run = self._runs.get(run_id)
+        return None if run is None else _copy_run(run)
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        if_status: Collection[RunStatus] | None = None,
+        **patch: Unpack[RunPatch],
+    ) -> bool:
+        """Patch the run, optionally only from some statuses."""
+        await anyio.lowlevel.checkpoint()
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        if if_status is not None and run.status not in if_status:
+            return False
+        _apply(run, patch)
+        return True
+
+    async def delete_run(self, run_id: str) -> None:
+        """Drop the run and everything keyed by it."""
+        await anyio.lowlevel.checkpoint()
+        self._runs.pop(run_id, None)
+        self._checkpoints.pop(run_id, None)
+        for token in [t for t, w in self._waiters.items() if w.run_id == run_id]:
+            del self._waiters[token]
+
+    async def list_runs(self, query: RunQuery) -> RunPage:
+        """Filter, order newest first, and page."""
+        await anyio.lowlevel.checkpoint()
+        after = decode_cursor(query.cursor) if query.cursor else None
+        matches = [
+            run
+            for run in self._runs.values()
+            if _matches(run, query)
+            and (after is None or (run.created_at, run.id) < after)
+        ]
+        matches.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        page = matches[: query.limit]
+        more = len(matches) > query.limit
+        return RunPage(
+            runs=[_copy_run(r) for r in page],
+            next_cursor=encode_cursor(page[-1]) if more and page else None,
+        )
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    async def get_checkpoint(self, run_id: str, seq: int) -> CheckpointRecord | None:
+        """A copy of the checkpoint, or None."""
+        await anyio.lowlevel.checkpoint()
+        found = self._checkpoints.get(run_id, {}).get(seq)
+        return None if found is None else _copy_checkpoint(found)
+
+    async def list_checkpoints(self, run_id: str) -> list[CheckpointRecord]:
+        """Copies of the run's checkpoints by seq."""
+        await anyio.lowlevel.checkpoint()
+        rows = self._checkpoints.get(run_id, {})
+        return [_copy_checkpoint(rows[seq]) for seq in sorted(rows)]
+
+    async def save_checkpoint(
+        self,
+        checkpoint: CheckpointRecord,
+        run_patch: RunPatch | None = None,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        """Upsert, fenced by ``owner`` when given, with the run patch."""
+        await anyio.lowlevel.checkpoint()
+        run = self._runs.get(checkpoint.run_id)
+        if owner is not None and (
+            run is None or run.status != "running" or run.locked_by != owner
+        ):
+            return False
+        stored = _copy_checkpoint(checkpoint)
+        if run_patch:
+            if run is None:
+                raise RunNotFound(f"no run {checkpoint.run_id!r}")
+            _apply(run, run_patch)
+        self._checkpoints.setdefault(checkpoint.run_id, {})[checkpoint.seq] = stored
+        return True
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    async def list_pending_runs(self, limit: int, namespace: str | None) -> list[RunRecord]:
+        """Oldest pending runs first."""
+        await anyio.lowlevel.checkpoint()
+        pending = [
+            r
+            for r in self._runs.values()
+            if r.status == "pending" and (namespace is None or r.namespace == namespace)
+        ]
+        pending.sort(key=lambda r: (r.created_at, r.id))
+        return [_copy_run(r) for r in pending[:limit]]
+
+    async def list_incomplete_runs(
+        self, now: datetime, namespace: str | None
+    ) -> list[RunRecord]:
+        """Running runs whose lease expired."""
+        await anyio.lowlevel.checkpoint()
+        return [
+            _copy_run(r)
+            for r in self._runs.values()
+            if r.status == "running"
+            and (r.locked_until is None or r.locked_until <= now)
+            and (namespace is None or r.namespace == namespace)
+        ]
+
+    async def list_due_timers(
+        self, now: datetime, namespace: str | None, limit: int
+    ) -> list[RunRecord]:
+        """Suspended runs whose wake time has come, earliest first."""
+        await anyio.lowlevel.checkpoint()
+        due = [
+            r
+            for r in self._runs.values()
+            if r.status == "suspended"
+            and r.wake_at is not None
+            and r.wake_at <= now
+            and (namespace is None or r.namespace == namespace)
+        ]
+        due.sort(key=lambda r: (r.wake_at or now, r.id))
+        return [_copy_run(r) for r in due[:limit]]
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    async def try_lock_run(
+        self, run_id: str, owner: str, lease_until: datetime, now: datetime
+    ) -> bool:
+        """Claim the run if it is claimable (see the protocol)."""
+        await anyio.lowlevel.checkpoint()
+        run = self._runs.get(run_id)
+        if run is None or not _claimable(run, now):
+            return False
+        if run.status == "running":
+            run.recovery_attempts += 1
+        run.status = "running"
+        run.locked_by = owner
+        run.locked_until = lease_until
+        run.wake_requested = False
+        run.wake_at = None
+        run.updated_at = _utcnow()
+        return True
+
+    async def renew_run_lock(self, run_id: str, owner: str, lease_until: datetime) -> bool:
+        """Extend the holder's lease."""
+        await anyio.lowlevel.checkpoint()
+        run = self._runs.get(run_id)
+        if run is None or run.locked_by != owner:
+            return False
+        run.locked_until = lease_until
+        return True
+
+    async def release_run_lock(
+        self, run_id: str, owner: str, **patch: Unpack[RunPatch]
+    ) -> RunStatus | None:
+        """Clear the holder's lease and apply its patch."""
+        await anyio.lowlevel.checkpoint()
+        run = self._runs.get(run_id)
+        if run is None or run.locked_by != owner:
+            return None
+        run.locked_by = None
+        run.locked_until = None
+        if run.status == "running":
+            if patch.get("status") == "suspended" and run.wake_requested:
+                patch = {**patch, "status": "pending", "wake_at": None}
+            _apply(run, patch)
+        run.wake_requested = False
+        return run.status
+
+    async def wake_run(self, run_id: str) -> bool:
+        """Make a suspended run pending, or flag a running one."""
+        await anyio.lowlevel.checkpoint()
+        run = self._runs.get(run_id)
+        return run is not None and _wake(run, holder=None)
+
+    # -- signals --------------------------------------------------------------------------------
+
+    async def put_signal_waiter(self, waiter: SignalWaiter) -> None:
+        """Register (or replace) the token's waiter."""
+        await anyio.lowlevel.checkpoint()
+        self._waiters[waiter.token] = waiter
+
+    async def take_signal_waiter(self, token: str) -> SignalWaiter | None:
+        """Remove and return the token's waiter."""
+        await anyio.lowlevel.checkpoint()
+        return self._waiters.pop(token, None)
+
+    async def remove_signal_waiter(self, waiter: SignalWaiter) -> bool:
+        """Remove exactly this waiter."""
+        await anyio.lowlevel.checkpoint()
+        if self._waiters.get(waiter.token) != waiter:
+            return False
+        del self._waiters[waiter.token]
+        return True
+
+    async def list_signal_waiters(self, prefix: str = "") -> list[SignalWaiter]:
+        """Waiters by token prefix."""
+        await anyio.lowlevel.checkpoint()
+        return [w for t, w in sorted(self._waiters.items()) if t.startswith(prefix)]
+
+    async def buffer_signal(self, token: str, payload: JSONValue, now: datetime) -> int:
+        """Append to the token's FIFO."""
+        await anyio.lowlevel.checkpoint()
+        signal = BufferedSignal(next(self._signal_ids), token, _json_copy(payload), now)
+        self._buffered.setdefault(token, deque()).append(signal)
+        return signal.id
+
+    async def take_buffered_signal(self, token: str) -> BufferedSignal | None:
+        """Pop the token's oldest buffered signal."""
+        await anyio.lowlevel.checkpoint()
+        queue = self._buffered.get(token)
+        if not queue:
+            return None
+        signal = queue.popleft()
+        if not queue:
+            del self._buffered[token]
+        return signal
+
+    async def pair_signal(
+        self, token: str, now: datetime, *, holder: str | None = None
+    ) -> SignalWaiter | None:
+        """Deliver the oldest buffered signal to the waiter (see the protocol)."""
+        await anyio.lowlevel.checkpoint()
+        waiter = self._waiters.get(token)
+        queue = self._buffered.get(token)
+        if waiter is None or not queue:
+            return None
+        del self._waiters[token]
+        run = self._runs.get(waiter.run_id)
+        if run is None or run.status in TERMINAL_STATUSES:
+            return None
+        signal = queue.popleft()
+        if not queue:
+            del self._buffered[token]
+        self._checkpoints.setdefault(waiter.run_id, {})[waiter.seq] = CheckpointRecord(
+            run_id=waiter.run_id,
+            seq=waiter.seq,
+            name=token,
+            kind="signal",
+            status="completed",
+            step_id=f"{waiter.run_id}:{waiter.seq}",
+            started_at=now,
+            finished_at=now,
+            output=signal.payload,
+            attempts=1,
+        )
+        _wake(run, holder=holder)
+        return waiter
+
+
+def _claimable(run: RunRecord, now: datetime) -> bool:
+    lease_free = run.locked_until is None or run.locked_until <= now
+    if run.status == "pending" or run.status == "running":
+        return lease_free
+    if run.status == "suspended":
+        return lease_free and run.wake_at is not None and run.wake_at <= now
+    return False
+
+
+def _wake(run: RunRecord, holder: str | None) -> bool:
+    if run.status == "suspended":
+        run.status = "pending"
+        run.wake_at = None
+        run.updated_at = _utcnow()
+        return True
+    if run.status == "running" and (holder is None or run.locked_by != holder):
+        run.wake_requested = True
+    return run.status == "pending"
+
+
+def _apply(run: RunRecord, patch: RunPatch) -> None:
+    for key, value in patch.items():
+        if key in ("output",):
+            value = _json_copy(value)  # type: ignore[arg-type]
+        elif key in ("tags", "attributes", "error"):
+            value = copy.deepcopy(value)
+        setattr(run, key, value)
+    if "updated_at" not in patch:
+        run.updated_at = _utcnow()
+
+
+def _matches(run: RunRecord, query: RunQuery) -> bool:
+    return (
+        (query.namespace is None or run.namespace == query.namespace)
+        and (query.statuses is None or run.status in query.statuses)
+        and (query.workflow is None or run.workflow == query.workflow)
+        and query.tags.issubset(run.tags)
+        and all(
+            k in run.attributes and _attr_equal(run.attributes[k], v)
+            for k, v in query.attributes.items()
+        )
+        and (query.created_after is None or run.created_at >= query.created_after)
+        and (query.created_before is None or run.created_at < query.created_before)
+    )
+
+
+def _attr_equal(stored: object, wanted: object) -> bool:
+    if isinstance(stored, bool) or isinstance(wanted, bool):
+        return type(stored) is type(wanted) and stored == wanted
+    return stored == wanted
+
+
+def _copy_run(run: RunRecord) -> RunRecord:
+    return replace(
+        run,
+        input=copy.deepcopy(run.input),
+        output=copy.deepcopy(run.output),
+        error=copy.deepcopy(run.error),
+        tags=list(run.tags),
+        attributes=dict(run.attributes),
+    )
+
+
+def _copy_checkpoint(cp: CheckpointRecord) -> CheckpointRecord:
+    return replace(
+        cp,
+        input=_json_copy(cp.input),
+        output=_json_copy(cp.output),
+        error=copy.deepcopy(cp.error),
+    )

@@ -1,0 +1,229 @@
+"""The ``StateStore`` protocol: everything the engine asks of a database.
+
+Every adapter implements all of it; :mod:`durable.conformance` is its executable definition.
+Times are timezone-aware UTC datetimes with microseconds. Payloads are :data:`JSONValue`.
+Stores raise only :mod:`durable.core.errors` types (chaining the driver's exception).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+    from datetime import datetime
+
+    from typing_extensions import Unpack
+
+    from durable.core._types import JSONValue, RunStatus
+    from durable.core.records import (
+        BufferedSignal,
+        CheckpointRecord,
+        RunPage,
+        RunPatch,
+        RunQuery,
+        RunRecord,
+        SignalWaiter,
+    )
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Durable state of runs, checkpoints, leases and signals."""
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    async def ensure_schema(self) -> None:
+        """Create the durable tables if they are missing.
+
+        Idempotent; creates only the five ``durable_*`` tables and their indexes and never
+        alters or drops anything else.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. The store is unusable afterwards."""
+        ...
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    async def create_run(self, run: RunRecord) -> bool:
+        """Insert ``run`` (and its attribute rows).
+
+        Returns:
+            True if it was inserted; False if a run with that id already exists, in which case
+            nothing is changed (this is what makes ``start(run_id=...)`` idempotent under races).
+        """
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run, or None when no run has that id."""
+        ...
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        if_status: Collection[RunStatus] | None = None,
+        **patch: Unpack[RunPatch],
+    ) -> bool:
+        """Apply ``patch`` to the run, in one statement.
+
+        With ``if_status`` the patch applies only while the run's status is one of those
+        (a compare-and-set). ``updated_at`` is set to now unless the patch sets it.
+
+        Returns:
+            True if the patch was applied; False if ``if_status`` did not hold.
+
+        Raises:
+            RunNotFound: No run has that id.
+        """
+        ...
+
+    async def delete_run(self, run_id: str) -> None:
+        """Delete the run with its checkpoints, waiters and attributes. No-op when absent."""
+        ...
+
+    async def list_runs(self, query: RunQuery) -> RunPage:
+        """Runs matching ``query``, newest first (``created_at`` desc, then ``id`` desc)."""
+        ...
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    async def get_checkpoint(self, run_id: str, seq: int) -> CheckpointRecord | None:
+        """The checkpoint at ``(run_id, seq)``, or None."""
+        ...
+
+    async def list_checkpoints(self, run_id: str) -> list[CheckpointRecord]:
+        """Every checkpoint of the run, ordered by ``seq``, in one query."""
+        ...
+
+    async def save_checkpoint(
+        self,
+        checkpoint: CheckpointRecord,
+        run_patch: RunPatch | None = None,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        """Upsert the checkpoint on ``(run_id, seq)`` and apply ``run_patch``, atomically.
+
+        With ``owner`` the write is fenced: it happens only while the run is ``running`` and
+        leased by ``owner``. The ownership check is part of the same statement or transaction.
+
+        Returns:
+            True if written; False if fenced off (nothing was written).
+        """
+        ...
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    async def list_pending_runs(self, limit: int, namespace: str | None) -> list[RunRecord]:
+        """Up to ``limit`` runs with status ``pending``, oldest ``created_at`` first.
+
+        ``namespace=None`` means every namespace; a namespace filter applies before the limit.
+        """
+        ...
+
+    async def list_incomplete_runs(
+        self, now: datetime, namespace: str | None
+    ) -> list[RunRecord]:
+        """Runs with status ``running`` whose lease expired at ``now`` (recovery candidates)."""
+        ...
+
+    async def list_due_timers(
+        self, now: datetime, namespace: str | None, limit: int
+    ) -> list[RunRecord]:
+        """Up to ``limit`` ``suspended`` runs whose ``wake_at`` is at or before ``now``.
+
+        Earliest ``wake_at`` first.
+        """
+        ...
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    async def try_lock_run(
+        self, run_id: str, owner: str, lease_until: datetime, now: datetime
+    ) -> bool:
+        """Claim the run for ``owner``: exactly one of many concurrent callers wins.
+
+        Succeeds only if the run is ``pending``, or ``running`` with a lease that expired at
+        ``now`` (its worker died), or ``suspended`` with ``wake_at <= now`` (a due timer), and
+        its lease is free or expired. On success, atomically: ``status='running'``,
+        ``locked_by=owner``, ``locked_until=lease_until``, ``wake_requested=False``,
+        ``wake_at=None``, and ``recovery_attempts`` grows by one when the run was ``running``.
+        """
+        ...
+
+    async def renew_run_lock(self, run_id: str, owner: str, lease_until: datetime) -> bool:
+        """Extend the lease; only while ``owner`` holds it. Returns whether it did."""
+        ...
+
+    async def release_run_lock(
+        self, run_id: str, owner: str, **patch: Unpack[RunPatch]
+    ) -> RunStatus | None:
+        """End ``owner``'s turn on the run: clear the lease and apply ``patch``, atomically.
+
+        Only the holder releases: if ``owner`` does not hold the lease nothing changes and
+        None is returned. The patch applies only while the run is ``running`` (a run cancelled
+        meanwhile stays cancelled). A patch to ``suspended`` on a run whose
+        ``wake_requested`` is set yields ``pending`` instead (the wake is not lost), with
+        ``wake_at`` cleared. ``wake_requested`` is cleared.
+
+        Returns:
+            The run's status after the release, or None if ``owner`` did not hold the lease.
+        """
+        ...
+
+    async def wake_run(self, run_id: str) -> bool:
+        """Note that something the run waits for has arrived, in one statement.
+
+        A ``suspended`` run becomes ``pending`` (``wake_at`` cleared); a ``running`` one gets
+        ``wake_requested`` so its holder's release leaves it ``pending``.
+
+        Returns:
+            True if the run is now ``pending`` (the caller should nudge a worker).
+        """
+        ...
+
+    # -- signals --------------------------------------------------------------------------------
+
+    async def put_signal_waiter(self, waiter: SignalWaiter) -> None:
+        """Register the waiter, replacing any waiter on the same token."""
+        ...
+
+    async def take_signal_waiter(self, token: str) -> SignalWaiter | None:
+        """Delete and return the token's waiter; of concurrent callers exactly one gets it."""
+        ...
+
+    async def remove_signal_waiter(self, waiter: SignalWaiter) -> bool:
+        """Delete the waiter only if token, run_id and seq all match. Returns whether it did."""
+        ...
+
+    async def list_signal_waiters(self, prefix: str = "") -> list[SignalWaiter]:
+        """Waiters whose token starts with ``prefix``, ordered by token."""
+        ...
+
+    async def buffer_signal(self, token: str, payload: JSONValue, now: datetime) -> int:
+        """Append a signal to the token's FIFO buffer; returns its id (increasing)."""
+        ...
+
+    async def take_buffered_signal(self, token: str) -> BufferedSignal | None:
+        """Delete and return the token's oldest buffered signal; each is taken exactly once."""
+        ...
+
+    async def pair_signal(
+        self, token: str, now: datetime, *, holder: str | None = None
+    ) -> SignalWaiter | None:
+        """Deliver the token's oldest buffered signal to its waiter, in one transaction.
+
+        If the token has both a waiter and a buffered signal: delete both, write the waiter's
+        checkpoint ``(run_id, seq)`` as a completed ``signal`` checkpoint named ``token`` whose
+        output is the payload, and wake the run as :meth:`wake_run` does, except that a run
+        leased by ``holder`` is not flagged (the holder is the waiter and reads the checkpoint
+        itself). A waiter whose run already ended is deleted and nothing is delivered.
+        Concurrent callers never deliver one signal twice or lose one.
+
+        Returns:
+            The waiter that received the signal, or None.
+        """
+        ...
