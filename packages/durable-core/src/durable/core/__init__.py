@@ -1,5 +1,6 @@
 """durable: durable workflows for Python. The engine, the StateStore protocol and records."""
 
+from durable.core._time import Duration
 from durable.core._types import (
     TERMINAL_STATUSES,
     AttributeValue,
@@ -8,6 +9,8 @@ from durable.core._types import (
     JSONValue,
     RunStatus,
 )
+from durable.core.context import WorkflowCtx
+from durable.core.engine import Engine, Run, RunHandle, RunList
 from durable.core.errors import (
     DurableError,
     FatalError,
@@ -39,23 +42,52 @@ from durable.core.records import (
     decode_cursor,
     encode_cursor,
 )
+from durable.core.steps import (
+    Backoff,
+    RemoteStepDef,
+    StepDef,
+    StepHandler,
+    StepInfo,
+    current_step,
+    durable_step,
+    remote_step,
+    step,
+)
 from durable.core.store import StateStore
+from durable.core.transport import (
+    PROTOCOL_VERSION,
+    ProtocolError,
+    StepResult,
+    StepTask,
+    Transport,
+    TransportReceiver,
+)
+from durable.core.workflow import WorkflowDef, workflow
 
 __all__ = [
+    "PROTOCOL_VERSION",
     "TERMINAL_STATUSES",
     "AttributeValue",
+    "Backoff",
     "BufferedSignal",
     "CheckpointKind",
     "CheckpointRecord",
     "CheckpointStatus",
     "DurableError",
+    "Duration",
+    "Engine",
     "ErrorInfo",
     "FatalError",
     "InMemoryStateStore",
     "InputValidationError",
     "JSONValue",
     "NonDeterminismError",
+    "ProtocolError",
+    "RemoteStepDef",
     "RemoteStepError",
+    "Run",
+    "RunHandle",
+    "RunList",
     "RunNotFound",
     "RunPage",
     "RunPatch",
@@ -68,12 +100,26 @@ __all__ = [
     "SignalTimeoutError",
     "SignalWaiter",
     "StateStore",
+    "StepDef",
     "StepFailedError",
+    "StepHandler",
+    "StepInfo",
     "StepNotRegistered",
+    "StepResult",
+    "StepTask",
     "StoreError",
     "StoreUnavailableError",
+    "Transport",
+    "TransportReceiver",
+    "WorkflowCtx",
+    "WorkflowDef",
     "WorkflowFailedError",
     "WorkflowNotRegistered",
+    "current_step",
     "decode_cursor",
+    "durable_step",
     "encode_cursor",
+    "remote_step",
+    "step",
+    "workflow",
 ]

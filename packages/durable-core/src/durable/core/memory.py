@@ -121,8 +121,7 @@ class InMemoryStateStore:
         matches = [
             run
             for run in self._runs.values()
-            if _matches(run, query)
-            and (after is None or (run.created_at, run.id) < after)
+            if _matches(run, query) and (after is None or (run.created_at, run.id) < after)
         ]
         matches.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         page = matches[: query.limit]
@@ -156,9 +155,7 @@ class InMemoryStateStore:
         """Upsert, fenced by ``owner`` when given, with the run patch."""
         await anyio.lowlevel.checkpoint()
         run = self._runs.get(checkpoint.run_id)
-        if owner is not None and (
-            run is None or run.status != "running" or run.locked_by != owner
-        ):
+        if owner is not None and (run is None or run.status != "running" or run.locked_by != owner):
             return False
         stored = _copy_checkpoint(checkpoint)
         if run_patch:
@@ -181,9 +178,7 @@ class InMemoryStateStore:
         pending.sort(key=lambda r: (r.created_at, r.id))
         return [_copy_run(r) for r in pending[:limit]]
 
-    async def list_incomplete_runs(
-        self, now: datetime, namespace: str | None
-    ) -> list[RunRecord]:
+    async def list_incomplete_runs(self, now: datetime, namespace: str | None) -> list[RunRecord]:
         """Running runs whose lease expired."""
         await anyio.lowlevel.checkpoint()
         return [

@@ -124,9 +124,7 @@ class StateStore(Protocol):
         """
         ...
 
-    async def list_incomplete_runs(
-        self, now: datetime, namespace: str | None
-    ) -> list[RunRecord]:
+    async def list_incomplete_runs(self, now: datetime, namespace: str | None) -> list[RunRecord]:
         """Runs with status ``running`` whose lease expired at ``now`` (recovery candidates)."""
         ...
 

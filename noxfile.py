@@ -1,0 +1,86 @@
+"""Every check a contributor must pass: plain ``nox`` runs all of them but ``bench``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["lint", "typecheck", "tests", "conformance", "example"]
+
+ROOT = Path(__file__).parent
+DISTS = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
+STORES = {"memory": ["memory"], "sqlalchemy": ["sqlite", "postgres", "mariadb"]}
+CELLS = [
+    nox.param(store, db, id=f"{store}-{db}", tags=["conformance", store, db])
+    for store, dbs in STORES.items()
+    for db in dbs
+]
+NAMESPACE_DIRS = ["durable", "durable/stores", "durable/transports"]
+
+
+def sync(session: nox.Session, *groups: str) -> None:
+    """Install the locked workspace (every package, the given groups) into the session venv."""
+    args = ["uv", "sync", "--locked", "--all-packages", "--inexact"]
+    for group in groups:
+        args += ["--group", group]
+    session.run_install(*args, env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check; PEP 420 namespace directories stay without __init__.py."""
+    sync(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    strays = [
+        str(init.relative_to(ROOT))
+        for dist in (ROOT / "packages").iterdir()
+        for ns in NAMESPACE_DIRS
+        if (init := dist / "src" / ns / "__init__.py").exists()
+    ]
+    if strays:
+        session.error(f"namespace packages must not have __init__.py: {', '.join(strays)}")
+
+
+@nox.session
+@nox.parametrize("dist", DISTS, ids=DISTS)
+def typecheck(session: nox.Session, dist: str) -> None:
+    """Mypy --strict over one distribution's sources and tests."""
+    sync(session, "dev")
+    session.run("mypy", f"packages/{dist}/src", f"packages/{dist}/tests")
+
+
+@nox.session
+@nox.parametrize("dist", DISTS, ids=DISTS)
+def tests(session: nox.Session, dist: str) -> None:
+    """The unit tests of one distribution."""
+    sync(session, "dev")
+    session.run("pytest", f"packages/{dist}/tests", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("store,db", CELLS)
+def conformance(session: nox.Session, store: str, db: str) -> None:
+    """The conformance suites against one bundled store on one database."""
+    sync(session, "dev")
+    session.run(
+        "pytest", f"tests_conformance/test_{store}.py", f"--durable-db={db}", *session.posargs
+    )
+
+
+@nox.session
+def example(session: nox.Session) -> None:
+    """Run the README example (embedded SQLite, no server)."""
+    sync(session, "dev")
+    session.run("python", "docs/examples/checkout.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks side by side with DBOS: ``nox -s bench -- --db sqlite --size small``."""
+    sync(session, "dev", "bench")
+    session.run("python", "-m", "benchmarks", *session.posargs)

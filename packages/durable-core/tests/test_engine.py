@@ -1,0 +1,231 @@
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+from durable.conformance._harness import engine, wait_until
+from durable.core import (
+    Engine,
+    InMemoryStateStore,
+    InputValidationError,
+    RunNotFound,
+    StateStore,
+    WorkflowCtx,
+    WorkflowNotRegistered,
+    step,
+    workflow,
+)
+from durable.core.context import Turn
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+pytestmark = pytest.mark.anyio
+
+
+def _is_store(store: InMemoryStateStore) -> StateStore:
+    return store
+
+
+class Order(BaseModel):
+    id: str
+    total: int
+
+
+@dataclass
+class Line:
+    sku: str
+    qty: int
+
+
+@step
+async def price(line: Line) -> Order:
+    return Order(id=line.sku, total=line.qty * 10)
+
+
+@workflow(name="typed")
+async def typed(ctx: WorkflowCtx, order: Order) -> list[Order]:
+    first = await ctx.step(price, Line(sku=order.id, qty=1))
+    await ctx.sleep(0.01)
+    again = await ctx.step(price, Line(sku=order.id, qty=2))
+    return [first, again]
+
+
+async def test_start_validates_input_and_creates_nothing_when_invalid(
+    store: InMemoryStateStore,
+) -> None:
+    async with engine(store, [typed]) as e:
+        with pytest.raises(InputValidationError, match="workflow 'typed' input"):
+            await e.start("typed", {"id": "x", "total": "lots"})
+        assert (await e.list_runs()).runs == []
+
+
+async def test_unknown_workflow_is_rejected_at_start(store: InMemoryStateStore) -> None:
+    async with engine(store, [typed]) as e:
+        with pytest.raises(WorkflowNotRegistered, match=r"'nope'.*registered: typed"):
+            await e.start("nope", {})
+        with pytest.raises(WorkflowNotRegistered, match="version '9'"):
+            await e.start("typed", {"id": "a", "total": 1}, version="9")
+
+
+async def test_start_with_a_run_id_is_idempotent(store: InMemoryStateStore) -> None:
+    async with engine(store, [typed], drive=False) as e:
+        first = await e.start("typed", Order(id="a", total=1), run_id="r-1")
+        second = await e.start("typed", Order(id="b", total=2), run_id="r-1")
+        assert (first.created, second.created) == (True, False)
+        assert (await e.get_run("r-1")).input == {"id": "a", "total": 1}
+
+
+async def test_replay_hands_back_models_not_dicts(store: InMemoryStateStore) -> None:
+    async with engine(store, [typed]) as e:
+        handle = await e.start(typed, Order(id="a", total=1))
+        run = await e.wait_for_run(handle.run_id, timeout=5, until="terminal")
+    assert run.output == [Order(id="a", total=10), Order(id="a", total=20)]
+
+
+async def test_unserializable_step_result_fails_the_step_naming_it(
+    store: InMemoryStateStore,
+) -> None:
+    @step(name="make-socket")
+    async def make_socket() -> object:
+        return anyio.Event()
+
+    @workflow(name="bad-result")
+    async def bad(ctx: WorkflowCtx) -> None:
+        await ctx.step(make_socket)
+
+    async with engine(store, [bad]) as e:
+        run = await e.wait_for_run((await e.start(bad)).run_id, timeout=5, until="terminal")
+    assert run.status == "failed"
+    assert run.error is not None
+    assert "make-socket" in run.error["message"]
+    assert "Event" in run.error["message"]
+
+
+async def test_parallel_steps_take_sequence_numbers_in_call_order(
+    store: InMemoryStateStore,
+) -> None:
+    @step
+    async def slow(name: str, delay: float) -> str:
+        await anyio.sleep(delay)
+        return name
+
+    @workflow(name="fan-out")
+    async def fan_out(ctx: WorkflowCtx) -> list[str]:
+        results: dict[int, str] = {}
+
+        async def one(i: int) -> None:
+            results[i] = await ctx.step(slow, f"s{i}", 0.03 * (4 - i))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(one, i)
+        return [results[i] for i in range(4)]
+
+    async with engine(store, [fan_out]) as e:
+        run_id = (await e.start(fan_out)).run_id
+        run = await e.wait_for_run(run_id, timeout=5, until="terminal")
+    assert run.output == ["s0", "s1", "s2", "s3"]
+    checkpoints = await store.list_checkpoints(run_id)
+    assert [(c.seq, c.output) for c in checkpoints] == [(i, f"s{i}") for i in range(4)]
+
+
+async def test_now_uuid_and_random_are_recorded_once(store: InMemoryStateStore) -> None:
+    @workflow(name="entropy")
+    async def entropy(ctx: WorkflowCtx, token: str) -> list[str]:
+        values = [await ctx.now(), await ctx.uuid4(), await ctx.random()]
+        await ctx.wait_for_signal(token)
+        again = [await ctx.now(), await ctx.uuid4(), await ctx.random()]
+        return [str(v) for v in values + again] + [str(type(v).__name__) for v in values]
+
+    async with engine(store, [entropy]) as e:
+        run_id = (await e.start(entropy, "go")).run_id
+        await e.wait_for_run(run_id, timeout=5)
+        recorded = [cp.output for cp in await store.list_checkpoints(run_id)]
+        await e.signal("go")
+        run = await e.wait_for_run(run_id, timeout=5, until="terminal")
+    assert isinstance(run.output, list)
+    assert run.output[-3:] == [datetime.__name__, UUID.__name__, float.__name__]
+    assert isinstance(recorded[0], str)
+    assert datetime.fromisoformat(run.output[0]) == datetime.fromisoformat(recorded[0])
+    assert run.output[1] == recorded[1]
+    assert float(run.output[2]) == recorded[2]
+    assert run.output[1] != run.output[4]
+
+
+async def test_suspended_runs_hold_no_memory(store: InMemoryStateStore) -> None:
+    @workflow(name="parked")
+    async def parked(ctx: WorkflowCtx, token: str) -> None:
+        await ctx.wait_for_signal(token)
+
+    async with engine(store, [parked]) as e:
+        ids = [(await e.start(parked, f"p{i}")).run_id for i in range(200)]
+        for run_id in ids:
+            assert (await e.wait_for_run(run_id, timeout=5)).status == "suspended"
+        gc.collect()
+        assert not any(isinstance(o, Turn) for o in gc.get_objects())
+        assert e._cfg.active == set()
+
+
+async def test_get_run_of_unknown_id_raises(store: InMemoryStateStore) -> None:
+    async with Engine(store) as e:
+        with pytest.raises(RunNotFound):
+            await e.get_run("missing")
+
+
+async def test_list_runs_filters_and_pages(store: InMemoryStateStore) -> None:
+    async with engine(store, [typed], drive=False) as e:
+        for i in range(5):
+            await e.start(typed, Order(id=str(i), total=i), tags=["even"] if i % 2 == 0 else [])
+        page = await e.list_runs(tags=["even"], limit=2)
+        rest = await e.list_runs(tags=["even"], limit=2, cursor=page.next_cursor)
+    assert len(page.runs) == 2
+    assert len(rest.runs) == 1
+    assert rest.next_cursor is None
+    inputs = [r.input for r in page.runs + rest.runs]
+    assert {i["id"] for i in inputs if isinstance(i, dict)} == {"0", "2", "4"}
+
+
+async def test_graceful_shutdown_requeues_a_run_at_its_next_boundary(
+    store: InMemoryStateStore,
+) -> None:
+    gate = anyio.Event()
+
+    @step
+    async def wait_gate() -> None:
+        await gate.wait()
+
+    @step
+    async def after() -> int:
+        return 1
+
+    @workflow(name="draining")
+    async def draining(ctx: WorkflowCtx) -> int:
+        await ctx.step(wait_gate)
+        return await ctx.step(after)
+
+    e = engine(store, [draining])
+    async with e:
+        run_id = (await e.start(draining)).run_id
+        await wait_until(_is_running(store, run_id), what="the run to start")
+        e._draining = True
+        gate.set()
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert (run.status, run.locked_by) == ("pending", None)
+    assert [cp.name for cp in await store.list_checkpoints(run_id)] == [wait_gate.name]
+
+
+def _is_running(store: InMemoryStateStore, run_id: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        run = await store.get_run(run_id)
+        return run is not None and run.status == "running"
+
+    return check
