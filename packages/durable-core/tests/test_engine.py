@@ -16,7 +16,9 @@ from durable.core import (
     InMemoryStateStore,
     InputValidationError,
     RunNotFound,
+    RunRecord,
     StateStore,
+    StoreUnavailableError,
     WorkflowCtx,
     WorkflowNotRegistered,
     step,
@@ -227,5 +229,74 @@ def _is_running(store: InMemoryStateStore, run_id: str) -> Callable[[], Awaitabl
     async def check() -> bool:
         run = await store.get_run(run_id)
         return run is not None and run.status == "running"
+
+    return check
+
+
+class _FlakyStore(InMemoryStateStore):
+    """Fails the first few pending-run scans, like a database that restarts."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def list_pending_runs(self, limit: int, namespace: str | None) -> list[RunRecord]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailableError("database restarting")
+        return await super().list_pending_runs(limit, namespace)
+
+
+async def test_worker_survives_a_database_outage() -> None:
+    store = _FlakyStore(failures=3)
+
+    @workflow(name="patient")
+    async def patient(ctx: WorkflowCtx) -> str:
+        return "done"
+
+    async with engine(store, [patient], drive=False) as client:
+        run_id = (await client.start(patient)).run_id
+    async with engine(store, [patient]) as worker:
+        run = await worker.wait_for_run(run_id, timeout=5, until="terminal")
+    assert (run.status, run.output, store.failures) == ("completed", "done", 0)
+
+
+async def test_parallel_branches_of_a_cancelled_run_stop_without_crashing_the_worker(
+    store: InMemoryStateStore,
+) -> None:
+    gate = anyio.Event()
+
+    @step
+    async def held(i: int) -> int:
+        await gate.wait()
+        return i
+
+    @workflow(name="wide")
+    async def wide(ctx: WorkflowCtx) -> int:
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(ctx.step, held, i)
+        return 3
+
+    @workflow(name="after")
+    async def after(ctx: WorkflowCtx) -> str:
+        return "still working"
+
+    async with engine(store, [wide, after]) as e:
+        run_id = (await e.start(wide)).run_id
+        await wait_until(_is_running(store, run_id), what="the run to start")
+        await e.cancel(run_id)
+        gate.set()
+        await wait_until(_unlocked(store, run_id), what="the lease release")
+        later = await e.wait_for_run((await e.start(after)).run_id, timeout=5, until="terminal")
+    assert (await e.get_run(run_id)).status == "cancelled"
+    assert later.output == "still working"
+    assert await store.list_checkpoints(run_id) == []
+
+
+def _unlocked(store: InMemoryStateStore, run_id: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        run = await store.get_run(run_id)
+        return run is not None and run.locked_by is None
 
     return check

@@ -39,10 +39,10 @@ class Codec(Generic[T]):
         Raises:
             SerializationError: The value cannot be represented as JSON; names ``subject``.
         """
-        if type(value) in _PLAIN:
+        if type(value) in _PLAIN and (self._passthrough or type(value) is self.annotation):
             return value  # type: ignore[return-value]
         try:
-            encoded: JSONValue = self._adapter.dump_python(value, mode="json")
+            encoded: JSONValue = self._adapter.dump_python(value, mode="json", warnings="error")
         except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
             raise SerializationError(
                 f"{subject}: a value of type {type(value).__qualname__} cannot be stored as JSON"

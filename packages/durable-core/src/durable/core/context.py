@@ -38,7 +38,7 @@ from durable.core.steps import RemoteStepDef, StepDef, StepOptions, make_options
 from durable.core.transport import StepTask
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine
 
     from durable.core._time import Clock
     from durable.core._types import CheckpointKind, JSONValue
@@ -136,10 +136,13 @@ class Turn:
         try:
             result = await wf(self.ctx, arg)
             outcome = Outcome("completed", output=wf.output_codec.encode(result, subject))
-        except _Fenced:
-            outcome = Outcome("lost")
-        except Exception as exc:  # noqa: BLE001 - the workflow's own failure ends the run
-            outcome = Outcome("failed", error=error_info(exc))
+        except BaseException as exc:  # sorted below; cancellation is re-raised
+            if _contains(exc, _Fenced):
+                outcome = Outcome("lost")
+            elif isinstance(exc, Exception):  # the workflow's own failure ends the run
+                outcome = Outcome("failed", error=error_info(exc))
+            else:
+                raise
         if self._fatal is not None:
             outcome = Outcome("failed", error=error_info(self._fatal))
         self._settle(outcome)
@@ -463,6 +466,12 @@ class Turn:
         return deadline
 
 
+def _contains(exc: BaseException, kind: type[BaseException]) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_contains(e, kind) for e in exc.exceptions)
+    return isinstance(exc, kind)
+
+
 def _step_failed(kind: type[StepFailedError], name: str, cp: CheckpointRecord) -> StepFailedError:
     error = cp.error or {}
     return kind(name, error.get("type", "Error"), error.get("message", ""), cp.attempts)
@@ -505,7 +514,7 @@ class WorkflowCtx:
         retries: int | None = None,
         backoff: Backoff | Duration | None = None,
         timeout: Duration | None = None,
-    ) -> Awaitable[R]: ...
+    ) -> Coroutine[Any, Any, R]: ...
     @overload
     def step(
         self,
@@ -516,7 +525,7 @@ class WorkflowCtx:
         retries: int | None = None,
         backoff: Backoff | Duration | None = None,
         timeout: Duration | None = None,
-    ) -> Awaitable[R]: ...
+    ) -> Coroutine[Any, Any, R]: ...
     @overload
     def step(
         self,
@@ -527,7 +536,7 @@ class WorkflowCtx:
         retries: int | None = None,
         backoff: Backoff | Duration | None = None,
         timeout: Duration | None = None,
-    ) -> Awaitable[R]: ...
+    ) -> Coroutine[Any, Any, R]: ...
     def step(
         self,
         name_or_fn: str | StepDef[..., Any],
@@ -536,7 +545,7 @@ class WorkflowCtx:
         retries: int | None = None,
         backoff: Backoff | Duration | None = None,
         timeout: Duration | None = None,
-    ) -> Awaitable[Any]:
+    ) -> Coroutine[Any, Any, Any]:
         """Run a local step once; replay returns its checkpointed result.
 
         ``ctx.step(decorated_fn, *args)`` takes the name and options from ``@step``;
@@ -569,12 +578,12 @@ class WorkflowCtx:
             )
         return self._turn.local(seq, name, call, options, codec)
 
-    def sleep(self, duration: Duration) -> Awaitable[None]:
+    def sleep(self, duration: Duration) -> Coroutine[Any, Any, None]:
         """Sleep durably: the run is suspended and holds no memory until it wakes."""
         seq = self._turn.next_seq()
         return self._turn.sleep_until(seq, None, to_timedelta(duration))
 
-    def sleep_until(self, when: datetime) -> Awaitable[None]:
+    def sleep_until(self, when: datetime) -> Coroutine[Any, Any, None]:
         """Sleep durably until an aware datetime."""
         if when.tzinfo is None:
             raise ValueError("sleep_until needs a timezone-aware datetime")
@@ -588,7 +597,7 @@ class WorkflowCtx:
         type: None = None,
         *,
         timeout: Duration | None = None,
-    ) -> Awaitable[Any]: ...
+    ) -> Coroutine[Any, Any, Any]: ...
     @overload
     def wait_for_signal(
         self,
@@ -596,14 +605,14 @@ class WorkflowCtx:
         type: type[T],
         *,
         timeout: Duration | None = None,
-    ) -> Awaitable[T]: ...
+    ) -> Coroutine[Any, Any, T]: ...
     def wait_for_signal(
         self,
         token: str,
         type: type[Any] | None = None,
         *,
         timeout: Duration | None = None,
-    ) -> Awaitable[Any]:
+    ) -> Coroutine[Any, Any, Any]:
         """Wait for ``engine.signal(token, payload)`` and return the payload.
 
         Tokens are global: embed an id (``f"approve:{order_id}"``). A signal sent before the
@@ -618,7 +627,7 @@ class WorkflowCtx:
         limit = None if timeout is None else to_timedelta(timeout)
         return self._turn.wait_signal(seq, token, codec, limit)
 
-    def remote(self, step: RemoteStepDef[Any, R], input: object) -> Awaitable[R]:
+    def remote(self, step: RemoteStepDef[Any, R], input: object) -> Coroutine[Any, Any, R]:
         """Run a remote step through the transport; the run suspends until its result.
 
         Raises:
@@ -628,7 +637,7 @@ class WorkflowCtx:
         seq = self._turn.next_seq()
         return self._turn.remote(seq, step, input)
 
-    def now(self) -> Awaitable[datetime]:
+    def now(self) -> Coroutine[Any, Any, datetime]:
         """The current time, recorded once and replayed thereafter."""
         seq = self._turn.next_seq()
         clock = self._turn.clock
@@ -636,14 +645,14 @@ class WorkflowCtx:
             seq, "durable.now", _constant(clock), StepOptions(), codec_for(datetime)
         )
 
-    def uuid4(self) -> Awaitable[uuid.UUID]:
+    def uuid4(self) -> Coroutine[Any, Any, uuid.UUID]:
         """A random UUID, recorded once and replayed thereafter."""
         seq = self._turn.next_seq()
         return self._turn.local(
             seq, "durable.uuid4", _constant(uuid.uuid4), StepOptions(), codec_for(uuid.UUID)
         )
 
-    def random(self) -> Awaitable[float]:
+    def random(self) -> Coroutine[Any, Any, float]:
         """A float in [0, 1), recorded once and replayed thereafter."""
         seq = self._turn.next_seq()
         return self._turn.local(

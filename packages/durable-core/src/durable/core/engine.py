@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 import uuid
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from durable.core._types import AttributeValue, JSONValue, RunStatus
     from durable.core.store import StateStore
     from durable.core.transport import Transport
+
+
+log = logging.getLogger("durable.engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,7 +458,10 @@ class Engine:
 
     async def _poll_loop(self) -> None:
         while not self._draining:
-            await self._tick()
+            try:
+                await self._tick()
+            except Exception:  # a worker outlives a database outage
+                log.exception("worker %s: poll failed; retrying", self.worker_id)
             with anyio.move_on_after(self._cfg.poll_interval):
                 await self._poke.wait()
             self._poke = anyio.Event()
@@ -492,7 +499,11 @@ class Engine:
     async def _drive_run(self, run_id: str) -> None:
         try:
             while True:
-                status = await self._turn(run_id)
+                try:
+                    status = await self._turn(run_id)
+                except Exception:  # its lease expires and the run is recovered
+                    log.exception("worker %s: run %s failed to execute", self.worker_id, run_id)
+                    return
                 self._notify()
                 if status != "pending" or self._draining:
                     return
