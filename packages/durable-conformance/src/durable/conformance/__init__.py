@@ -1,1 +1,26 @@
-"""Placeholder."""
+"""durable-conformance: the suites every durable store and transport must pass.
+
+Subclass a suite, override its ``durable_store`` fixture and run pytest; see
+``docs/conformance.md``.
+"""
+
+import pytest
+
+# Failing suite asserts should explain themselves; pytest rewrites asserts only in test
+# modules and in modules registered before they are imported.
+pytest.register_assert_rewrite(
+    "durable.conformance._base",
+    "durable.conformance.engine",
+    "durable.conformance.state_store",
+)
+
+from durable.conformance._options import SuiteOptions, needs  # noqa: E402
+from durable.conformance.engine import EngineSuite  # noqa: E402
+from durable.conformance.state_store import StateStoreSuite  # noqa: E402
+
+__all__ = [
+    "EngineSuite",
+    "StateStoreSuite",
+    "SuiteOptions",
+    "needs",
+]

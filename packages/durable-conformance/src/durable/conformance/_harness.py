@@ -74,7 +74,7 @@ def engine(
 ) -> Engine:
     """An engine tuned for tests: fast polling and short leases."""
     return Engine(
-        store,  # type: ignore[arg-type]
+        store,
         transport if transport is not None else InProcessTransport(),
         workflows=workflows,
         steps=steps,

@@ -74,6 +74,10 @@ class InMemoryStateStore:
             return False
         stored = replace(
             run,
+            created_at=_utc(run.created_at),
+            updated_at=_utc(run.updated_at),
+            wake_at=_utc_or_none(run.wake_at),
+            locked_until=_utc_or_none(run.locked_until),
             input=_json_copy(run.input),
             output=_json_copy(run.output),
             tags=list(run.tags),
@@ -157,7 +161,12 @@ class InMemoryStateStore:
         run = self._runs.get(checkpoint.run_id)
         if owner is not None and (run is None or run.status != "running" or run.locked_by != owner):
             return False
-        stored = _copy_checkpoint(checkpoint)
+        stored = replace(
+            _copy_checkpoint(checkpoint),
+            started_at=_utc(checkpoint.started_at),
+            finished_at=_utc_or_none(checkpoint.finished_at),
+            wake_at=_utc_or_none(checkpoint.wake_at),
+        )
         if run_patch:
             if run is None:
                 raise RunNotFound(f"no run {checkpoint.run_id!r}")
@@ -219,7 +228,7 @@ class InMemoryStateStore:
             run.recovery_attempts += 1
         run.status = "running"
         run.locked_by = owner
-        run.locked_until = lease_until
+        run.locked_until = _utc(lease_until)
         run.wake_requested = False
         run.wake_at = None
         run.updated_at = _utcnow()
@@ -231,7 +240,7 @@ class InMemoryStateStore:
         run = self._runs.get(run_id)
         if run is None or run.locked_by != owner:
             return False
-        run.locked_until = lease_until
+        run.locked_until = _utc(lease_until)
         return True
 
     async def release_run_lock(
@@ -285,7 +294,7 @@ class InMemoryStateStore:
     async def buffer_signal(self, token: str, payload: JSONValue, now: datetime) -> int:
         """Append to the token's FIFO."""
         await anyio.lowlevel.checkpoint()
-        signal = BufferedSignal(next(self._signal_ids), token, _json_copy(payload), now)
+        signal = BufferedSignal(next(self._signal_ids), token, _json_copy(payload), _utc(now))
         self._buffered.setdefault(token, deque()).append(signal)
         return signal.id
 
@@ -323,13 +332,21 @@ class InMemoryStateStore:
             kind="signal",
             status="completed",
             step_id=f"{waiter.run_id}:{waiter.seq}",
-            started_at=now,
-            finished_at=now,
+            started_at=_utc(now),
+            finished_at=_utc(now),
             output=signal.payload,
             attempts=1,
         )
         _wake(run, holder=holder)
         return waiter
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def _utc_or_none(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC)
 
 
 def _claimable(run: RunRecord, now: datetime) -> bool:
@@ -354,10 +371,12 @@ def _wake(run: RunRecord, holder: str | None) -> bool:
 
 def _apply(run: RunRecord, patch: RunPatch) -> None:
     for key, value in patch.items():
-        if key in ("output",):
+        if key == "output":
             value = _json_copy(value)  # type: ignore[arg-type]
         elif key in ("tags", "attributes", "error"):
             value = copy.deepcopy(value)
+        elif isinstance(value, datetime):
+            value = _utc(value)
         setattr(run, key, value)
     if "updated_at" not in patch:
         run.updated_at = _utcnow()
