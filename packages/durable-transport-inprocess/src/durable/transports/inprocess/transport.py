@@ -40,7 +40,7 @@ class InProcessTransport:
 
     def __init__(self, *, max_redeliveries: int = 3) -> None:
         self._inboxes: list[_Inbox] = []
-        self._round_robin = itertools.count()
+        self._turns = {"task": itertools.count(), "result": itertools.count()}
         self._max_redeliveries = max_redeliveries
 
     async def send_task(self, task: StepTask) -> None:
@@ -80,7 +80,7 @@ class InProcessTransport:
         if not candidates:
             log.warning("no receiver for %s %s; it is dispatched again at its deadline", kind, wire)
             return
-        inbox = candidates[next(self._round_robin) % len(candidates)]
+        inbox = candidates[next(self._turns[kind]) % len(candidates)]
         await inbox.send.send((kind, json.dumps(wire)))
 
     async def _deliver(self, receiver: TransportReceiver, kind: str, text: str) -> None:
