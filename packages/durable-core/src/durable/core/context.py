@@ -34,7 +34,7 @@ from durable.core.errors import (
     StepFailedError,
 )
 from durable.core.records import CheckpointRecord, ErrorInfo, SignalWaiter
-from durable.core.steps import RemoteStepDef, StepDef, StepOptions, make_options
+from durable.core.steps import DEFAULT_OPTIONS, RemoteStepDef, StepDef, StepOptions, make_options
 from durable.core.transport import StepTask
 
 if TYPE_CHECKING:
@@ -199,9 +199,10 @@ class Turn:
             self._requeue = True
 
     def end(self) -> None:
-        """That work is done; the turn may now be quiescent."""
+        """That work is done; the turn may now be quiescent (only if a branch is parked)."""
         self._in_flight -= 1
-        self._changed.set()
+        if self._parked:
+            self._changed.set()
 
     async def park(self, wake_at: datetime | None) -> NoReturn:
         """Wait until the turn ends; the run resumes at ``wake_at`` or when woken."""
@@ -642,21 +643,21 @@ class WorkflowCtx:
         seq = self._turn.next_seq()
         clock = self._turn.clock
         return self._turn.local(
-            seq, "durable.now", _constant(clock), StepOptions(), codec_for(datetime)
+            seq, "durable.now", _constant(clock), DEFAULT_OPTIONS, codec_for(datetime)
         )
 
     def uuid4(self) -> Coroutine[Any, Any, uuid.UUID]:
         """A random UUID, recorded once and replayed thereafter."""
         seq = self._turn.next_seq()
         return self._turn.local(
-            seq, "durable.uuid4", _constant(uuid.uuid4), StepOptions(), codec_for(uuid.UUID)
+            seq, "durable.uuid4", _constant(uuid.uuid4), DEFAULT_OPTIONS, codec_for(uuid.UUID)
         )
 
     def random(self) -> Coroutine[Any, Any, float]:
         """A float in [0, 1), recorded once and replayed thereafter."""
         seq = self._turn.next_seq()
         return self._turn.local(
-            seq, "durable.random", _constant(_random.random), StepOptions(), codec_for(float)
+            seq, "durable.random", _constant(_random.random), DEFAULT_OPTIONS, codec_for(float)
         )
 
 

@@ -512,9 +512,11 @@ class Engine:
                 if not await self.store.try_lock_run(run_id, self.worker_id, until, now):
                     return
         finally:
-            self._cfg.active.discard(run_id)
+            cfg = self._cfg
+            cfg.active.discard(run_id)
             self._idle.set()
-            self._poke.set()
+            if len(cfg.active) == cfg.max_concurrent_runs - 1:
+                self._poke.set()  # a slot opened in a full worker: look for more work now
 
     async def _turn(self, run_id: str) -> RunStatus | None:
         """Execute one turn of a run this worker has just locked; returns its new status."""

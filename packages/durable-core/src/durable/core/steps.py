@@ -67,6 +67,9 @@ class StepOptions:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
 
 
+DEFAULT_OPTIONS = StepOptions()
+
+
 def make_options(
     retries: int | None,
     backoff: Backoff | Duration | None,
@@ -74,7 +77,9 @@ def make_options(
     base: StepOptions | None = None,
 ) -> StepOptions:
     """Options from call-site arguments, each falling back to ``base``."""
-    base = base or StepOptions()
+    base = base or DEFAULT_OPTIONS
+    if retries is None and backoff is None and timeout is None:
+        return base
     return StepOptions(
         retries=base.retries if retries is None else retries,
         backoff=base.backoff if backoff is None else as_backoff(backoff),
