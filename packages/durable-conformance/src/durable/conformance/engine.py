@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -189,6 +190,22 @@ class EngineSuite(SuiteBase):
         assert [(r.status, r.output) for r in finished] == [("completed", [1, 2])] * runs
         for token in tokens:
             assert await durable_store.take_buffered_signal(token) is None
+
+    async def test_signal_whose_sender_died_before_pairing_is_still_delivered(
+        self, durable_store: StateStore
+    ) -> None:
+        @workflow(name=f"stranded-{_id()}")
+        async def stranded(ctx: WorkflowCtx, token: str) -> str:
+            return str(await ctx.wait_for_signal(token))
+
+        token = f"stranded:{_id()}"
+        async with engine(durable_store, [stranded]) as e:
+            run_id = (await e.start(stranded, token)).run_id
+            assert (await e.wait_for_run(run_id, timeout=10)).status == "suspended"
+            # what a sender killed between its two writes leaves behind: no pairing, no nudge
+            await durable_store.buffer_signal(token, "late but delivered", datetime.now(UTC))
+            run = await e.wait_for_run(run_id, timeout=10, until="terminal")
+        assert (run.status, run.output) == ("completed", "late but delivered")
 
     async def test_signal_timeout_raises_and_a_late_signal_stays_buffered(
         self, durable_store: StateStore

@@ -1608,6 +1608,24 @@ class StateStoreSuite(SuiteBase):
         for _ in range(self.options.race_repeats):
             await one_round()
 
+    # -- list_pairable_tokens -------------------------------------------------------------------
+
+    async def test_list_pairable_tokens_finds_tokens_with_waiter_and_signal(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        run = await _create(durable_store, _run("suspended"))
+        both = sorted(_new_id("both") for _ in range(3))
+        waiter_only, signal_only = _new_id("waiter"), _new_id("signal")
+        for seq, token in enumerate([*both, waiter_only]):
+            await durable_store.put_signal_waiter(SignalWaiter(token, run.id, seq))
+        for token in [*both, both[0], signal_only]:
+            await durable_store.buffer_signal(token, "x", now)
+        assert await durable_store.list_pairable_tokens(10) == both
+        assert await durable_store.list_pairable_tokens(2) == both[:2]
+        await durable_store.pair_signal(both[1], now)
+        assert await durable_store.list_pairable_tokens(10) == [both[0], both[2]]
+
     # -- pair_signal ----------------------------------------------------------------------------
 
     async def test_pair_signal_delivers_oldest_signal_to_waiter(

@@ -477,6 +477,10 @@ class Engine:
             await self._claim(run.id)
         for run in await self.store.list_incomplete_runs(now, ns):
             await self._claim(run.id)
+        for token in await self.store.list_pairable_tokens(free):
+            waiter = await self.store.pair_signal(token, now)
+            if waiter is not None:
+                await self._claim(waiter.run_id)
 
     async def _claim(self, run_id: str) -> None:
         cfg = self._cfg

@@ -309,6 +309,11 @@ class InMemoryStateStore:
             del self._buffered[token]
         return signal
 
+    async def list_pairable_tokens(self, limit: int) -> list[str]:
+        """Tokens with both a waiter and a buffered signal."""
+        await anyio.lowlevel.checkpoint()
+        return sorted(t for t in self._waiters if self._buffered.get(t))[:limit]
+
     async def pair_signal(
         self, token: str, now: datetime, *, holder: str | None = None
     ) -> SignalWaiter | None:

@@ -209,6 +209,14 @@ class StateStore(Protocol):
         """Delete and return the token's oldest buffered signal; each is taken exactly once."""
         ...
 
+    async def list_pairable_tokens(self, limit: int) -> list[str]:
+        """Up to ``limit`` tokens that have both a waiter and a buffered signal, sorted.
+
+        Such a pair exists only when a sender died between ``buffer_signal`` and
+        ``pair_signal``; the engine's poller pairs them so the signal is still delivered.
+        """
+        ...
+
     async def pair_signal(
         self, token: str, now: datetime, *, holder: str | None = None
     ) -> SignalWaiter | None:
