@@ -1,0 +1,743 @@
+"""``SqlAlchemyStateStore``: the StateStore protocol on SQLAlchemy 2 Core, async.
+
+Every call checks out an autocommit connection and runs one statement whose ``WHERE`` or
+``RETURNING`` decides the outcome. The few calls that need more (``pair_signal``,
+``delete_run``, a patch that rewrites attributes) run one explicit transaction (``BEGIN
+IMMEDIATE`` on SQLite) that locks the run row first. No transaction stays open while code
+outside the store runs.
+"""
+
+from __future__ import annotations
+
+import random
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+
+import anyio
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from durable.core import (
+    TERMINAL_STATUSES,
+    BufferedSignal,
+    CheckpointRecord,
+    DurableError,
+    RunNotFound,
+    RunPage,
+    SignalWaiter,
+    StoreError,
+    decode_cursor,
+    encode_cursor,
+)
+from durable.stores.sqlalchemy._convert import (
+    attribute_rows,
+    checkpoint_params,
+    checkpoint_record,
+    patch_params,
+    run_params,
+    run_record,
+    utcnow,
+)
+from durable.stores.sqlalchemy._errors import is_duplicate_key, is_retryable, translate
+from durable.stores.sqlalchemy._schema import create_durable_tables
+from durable.stores.sqlalchemy._statements import (
+    RUN_COLUMNS,
+    STATUSES,
+    Features,
+    R,
+    Statements,
+    W,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Collection, Sequence
+    from datetime import datetime
+    from types import TracebackType
+
+    from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.sql import ColumnElement, Executable
+    from typing_extensions import Unpack
+
+    from durable.core import JSONValue, RunPatch, RunQuery, RunRecord, RunStatus
+    from durable.stores.sqlalchemy._convert import AnyRow
+
+_T = TypeVar("_T")
+
+_ATTEMPTS = 10
+"""Tries of a call that met a deadlock or serialization failure (the database undid it)."""
+_PAIR_ROUNDS = 8
+"""Tries of ``pair_signal`` when the waiter changed between looking and locking."""
+_SQLITE_READY = "durable_sqlite_pragmas"
+_SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout = 30000",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+)
+_BEGIN = {"postgresql": "BEGIN", "mysql": "START TRANSACTION", "sqlite": "BEGIN IMMEDIATE"}
+_RETRY_PAIR = object()
+
+
+class _Rollback(Exception):  # control flow inside the store; never escapes it
+    """Raised inside a transaction to roll it back and return ``value``."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__()
+        self.value = value
+
+
+def _is_autocommit(engine: AsyncEngine) -> bool:
+    # create_async_engine(isolation_level=...) is applied per new connection; only the
+    # dialect remembers it.
+    level = getattr(engine.sync_engine.dialect, "_on_connect_isolation_level", None)
+    return level == "AUTOCOMMIT"
+
+
+class SqlAlchemyStateStore:
+    """The durable state in PostgreSQL, MySQL/MariaDB or SQLite, through SQLAlchemy 2 (async).
+
+    Pass an ``AsyncEngine`` you own (the store never disposes it), or let :meth:`from_url` make
+    one tuned for the store. Store calls run on autocommit connections whatever the engine's
+    isolation level; an engine created with ``isolation_level="AUTOCOMMIT"`` and
+    ``skip_autocommit_rollback=True`` (what :meth:`from_url` does) saves switching the mode on
+    every checkout.
+
+    Attributes:
+        engine: The engine the store runs on.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        """Keep the durable tables in ``engine``'s database.
+
+        Args:
+            engine: An async engine on PostgreSQL (asyncpg, psycopg), MySQL/MariaDB (asyncmy,
+                aiomysql) or SQLite (aiosqlite, on a file).
+
+        Raises:
+            ValueError: The engine's database is none of those, or SQLite older than 3.35.
+        """
+        self.engine = engine
+        self._owns_engine = False
+        self._auto = (
+            engine
+            if _is_autocommit(engine)
+            else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+        family = Features.of(engine.sync_engine.dialect).family
+        self._mysql = family == "mysql"
+        self._sqlite = family == "sqlite"
+        self._postgres = family == "postgresql"
+        self._begin = _BEGIN[family]
+        self._q: Statements | None = None
+        self._sqlite_writer: anyio.Lock | None = None
+
+    @classmethod
+    def from_url(cls, url: str | URL, **engine_kwargs: object) -> Self:
+        """A store on a new engine for ``url``; :meth:`aclose` disposes it.
+
+        The engine is created in autocommit mode with ``skip_autocommit_rollback=True``;
+        ``engine_kwargs`` go to ``create_async_engine`` and override those.
+
+        Args:
+            url: e.g. ``postgresql+asyncpg://user@host/db``, ``mysql+asyncmy://user@host/db``
+                or ``sqlite+aiosqlite:///path/to/state.db``.
+            **engine_kwargs: More ``create_async_engine`` arguments (``pool_size``, ...).
+
+        Returns:
+            The store. Close it with :meth:`aclose` or ``async with``.
+        """
+        options: dict[str, Any] = {
+            "isolation_level": "AUTOCOMMIT",
+            "skip_autocommit_rollback": True,
+        }
+        options.update(engine_kwargs)
+        store = cls(create_async_engine(url, **options))
+        store._owns_engine = True
+        return store
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Dispose the engine if :meth:`from_url` made it; an engine passed in stays open."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        what: str,
+        op: Callable[[AsyncConnection, Statements], Awaitable[_T]],
+        *,
+        tx: bool | Callable[[Features], bool] = False,
+        write: bool = True,
+    ) -> _T:
+        """Run ``op`` on an autocommit connection, inside one transaction when ``tx`` says so.
+
+        On SQLite, writers of this process take turns on an in-process lock: SQLite admits one
+        writer at a time anyway, and waiting here is cheaper than its busy-timeout back-off
+        (which still covers writers in other processes).
+        """
+        if write and self._sqlite:
+            if self._sqlite_writer is None:
+                self._sqlite_writer = anyio.Lock()
+            async with self._sqlite_writer:
+                return await self._attempt(what, op, tx)
+        return await self._attempt(what, op, tx)
+
+    async def _attempt(
+        self,
+        what: str,
+        op: Callable[[AsyncConnection, Statements], Awaitable[_T]],
+        tx: bool | Callable[[Features], bool],
+    ) -> _T:
+        """Run ``op``; redo it after a deadlock, translate any other failure.
+
+        A deadlock or serialization failure is retried from scratch (the database undid the
+        work); any other failure becomes a core error chained to the driver's.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                conn = await self._auto.connect().start()
+                try:
+                    q = self._q or self._statements(conn)
+                    if self._sqlite and not conn.info.get(_SQLITE_READY):
+                        for pragma in _SQLITE_PRAGMAS:
+                            await conn.exec_driver_sql(pragma)
+                        conn.info[_SQLITE_READY] = True
+                    if tx is True or (tx is not False and tx(q.features)):
+                        return await self._transaction(conn, q, op)
+                    try:
+                        return await op(conn, q)
+                    except _Rollback as outcome:  # nothing to undo: one autocommit statement
+                        return cast("_T", outcome.value)
+                finally:
+                    # Shielded: a cancelled call still hands its connection back to the pool.
+                    with anyio.CancelScope(shield=True):
+                        await conn.close()
+            except DurableError:
+                raise
+            except (sa_exc.SQLAlchemyError, OSError) as exc:
+                if attempt < _ATTEMPTS and is_retryable(exc):
+                    await anyio.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))
+                    continue
+                raise translate(exc, what) from exc
+
+    def _statements(self, conn: AsyncConnection) -> Statements:
+        # Built after the first connect: only then does the dialect know MariaDB from MySQL.
+        self._q = Statements(Features.of(conn.dialect))
+        return self._q
+
+    async def _transaction(
+        self,
+        conn: AsyncConnection,
+        q: Statements,
+        op: Callable[[AsyncConnection, Statements], Awaitable[_T]],
+    ) -> _T:
+        await conn.exec_driver_sql(self._begin)
+        try:
+            result = await op(conn, q)
+        except _Rollback as rollback:
+            await _end(conn, "ROLLBACK")
+            return cast("_T", rollback.value)
+        except BaseException:
+            await _end(conn, "ROLLBACK")
+            raise
+        await _end(conn, "COMMIT")
+        return result
+
+    async def _rowcount(
+        self, what: str, stmt: Callable[[Statements], Executable], params: dict[str, Any]
+    ) -> int:
+        async def op(conn: AsyncConnection, q: Statements) -> int:
+            return (await conn.execute(stmt(q), params)).rowcount
+
+        return await self._run(what, op)
+
+    async def _rows(
+        self, what: str, stmt: Callable[[Statements], Executable], params: dict[str, Any]
+    ) -> Sequence[AnyRow]:
+        async def op(conn: AsyncConnection, q: Statements) -> Sequence[AnyRow]:
+            return (await conn.execute(stmt(q), params)).all()
+
+        return await self._run(what, op, write=False)
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    async def ensure_schema(self) -> None:
+        """Create the missing durable tables and indexes (idempotent; touches nothing else)."""
+
+        async def op(conn: AsyncConnection, q: Statements) -> None:
+            await conn.run_sync(create_durable_tables)
+
+        await self._run("ensure_schema", op, tx=True)
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    async def create_run(self, run: RunRecord) -> bool:
+        """Insert the run and its attribute rows; False, changing nothing, if the id exists."""
+        params = run_params(run)
+        rows = attribute_rows(run.id, run.attributes)
+        mysql = self._mysql
+
+        async def op(conn: AsyncConnection, q: Statements) -> bool:
+            try:
+                inserted = (await conn.execute(q.insert_run, params)).rowcount > 0
+            except sa_exc.IntegrityError as exc:
+                if mysql and is_duplicate_key(exc):
+                    raise _Rollback(False) from None
+                raise
+            if not inserted:
+                raise _Rollback(False)
+            if rows:
+                await conn.execute(q.insert_attributes, rows)
+            return True
+
+        return await self._run(f"create_run(run {run.id!r})", op, tx=bool(rows))
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run, or None."""
+        rows = await self._rows(f"get_run(run {run_id!r})", _get_run, {"rid": run_id})
+        return run_record(rows[0]) if rows else None
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        if_status: Collection[RunStatus] | None = None,
+        **patch: Unpack[RunPatch],
+    ) -> bool:
+        """Patch the run in one ``UPDATE`` (one transaction when attributes change)."""
+        keys = frozenset(patch)
+        conditional = if_status is not None
+        params = patch_params(patch)
+        params["rid"] = run_id
+        if if_status is not None:
+            params["if_status"] = list(if_status)
+        rows = attribute_rows(run_id, patch["attributes"]) if "attributes" in patch else None
+
+        async def op(conn: AsyncConnection, q: Statements) -> bool:
+            if (await conn.execute(q.update_run(keys, conditional), params)).rowcount == 0:
+                if (await conn.execute(q.run_exists, {"rid": run_id})).first() is None:
+                    raise RunNotFound(f"no run {run_id!r}")
+                raise _Rollback(False)
+            if rows is not None:
+                await _replace_attributes(conn, q, run_id, rows)
+            return True
+
+        return await self._run(f"update_run(run {run_id!r})", op, tx=rows is not None)
+
+    async def delete_run(self, run_id: str) -> None:
+        """Delete the run, its checkpoints, waiters and attributes, in one transaction."""
+
+        async def op(conn: AsyncConnection, q: Statements) -> None:
+            for stmt in q.delete_run_rows:
+                await conn.execute(stmt, {"run_id": run_id})
+
+        await self._run(f"delete_run(run {run_id!r})", op, tx=True)
+
+    async def list_runs(self, query: RunQuery) -> RunPage:
+        """Runs matching ``query``, newest first (``created_at``, then ``id``), one page."""
+        after = decode_cursor(query.cursor) if query.cursor else None
+
+        def build(q: Statements) -> Executable:
+            where: list[ColumnElement[bool]] = []
+            if query.namespace is not None:
+                where.append(R.namespace == query.namespace)
+            if query.statuses is not None:
+                where.append(R.status.in_(sorted(query.statuses)))
+            if query.workflow is not None:
+                where.append(R.workflow == query.workflow)
+            if query.tags:
+                where += q.tags_filter(query.tags)
+            where += [q.attribute_filter(k, v) for k, v in sorted(query.attributes.items())]
+            if query.created_after is not None:
+                where.append(R.created_at >= query.created_after)
+            if query.created_before is not None:
+                where.append(R.created_at < query.created_before)
+            if after is not None:
+                at, last_id = after
+                where.append((R.created_at < at) | ((R.created_at == at) & (R.id < last_id)))
+            return (
+                select(*RUN_COLUMNS)
+                .where(*where)
+                .order_by(R.created_at.desc(), R.id.desc())
+                .limit(query.limit + 1)
+            )
+
+        rows = await self._rows("list_runs", build, {})
+        page = [run_record(row) for row in rows[: query.limit]]
+        more = len(rows) > query.limit
+        return RunPage(runs=page, next_cursor=encode_cursor(page[-1]) if more and page else None)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    async def get_checkpoint(self, run_id: str, seq: int) -> CheckpointRecord | None:
+        """The checkpoint at ``(run_id, seq)``, or None."""
+        params = {"run_id": run_id, "seq": seq}
+        rows = await self._rows(f"get_checkpoint(run {run_id!r}, seq {seq})", _get_cp, params)
+        return checkpoint_record(rows[0]) if rows else None
+
+    async def list_checkpoints(self, run_id: str) -> list[CheckpointRecord]:
+        """Every checkpoint of the run, by ``seq``, in one query."""
+        what = f"list_checkpoints(run {run_id!r})"
+        rows = await self._rows(what, _list_cps, {"run_id": run_id})
+        return [checkpoint_record(row) for row in rows]
+
+    async def save_checkpoint(
+        self,
+        checkpoint: CheckpointRecord,
+        run_patch: RunPatch | None = None,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        """Upsert the checkpoint, fenced by ``owner``, with the run patch, atomically.
+
+        Without a patch: one upsert, ``INSERT ... SELECT ... FROM durable_workflow_runs WHERE
+        <owner holds the running run>`` when fenced. With a patch: one statement on PostgreSQL
+        (a data-modifying CTE), one transaction elsewhere.
+        """
+        run_id = checkpoint.run_id
+        what = f"save_checkpoint(run {run_id!r}, seq {checkpoint.seq})"
+        params = checkpoint_params(checkpoint)
+        fenced = owner is not None
+        if fenced:
+            params["owner"] = owner
+        if not run_patch:
+            if not fenced:
+                await self._rowcount(what, _upsert_cp, params)
+                return True
+            return await self._rowcount(what, _save_fenced, params) > 0
+        keys = frozenset(run_patch)
+        if self._postgres and "attributes" not in keys:
+            params.update(patch_params(run_patch))
+            written = await self._rowcount(what, lambda q: q.save_with_patch(keys, fenced), params)
+            if not written and not fenced:
+                raise RunNotFound(f"no run {run_id!r}")
+            return written > 0
+        run_args = patch_params(run_patch)
+        run_args["rid"] = run_id
+        if fenced:
+            run_args["owner"] = owner
+        rows = attribute_rows(run_id, run_patch["attributes"]) if "attributes" in keys else None
+
+        async def op(conn: AsyncConnection, q: Statements) -> bool:
+            if (await conn.execute(q.fenced_run_update(keys, fenced), run_args)).rowcount == 0:
+                if not fenced:
+                    raise RunNotFound(f"no run {run_id!r}")
+                raise _Rollback(False)
+            if rows is not None:
+                await _replace_attributes(conn, q, run_id, rows)
+            await conn.execute(q.upsert_checkpoint, params)
+            return True
+
+        return await self._run(what, op, tx=True)
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    async def list_pending_runs(self, limit: int, namespace: str | None) -> list[RunRecord]:
+        """Up to ``limit`` pending runs, oldest first."""
+        if namespace is None:
+            rows = await self._rows("list_pending_runs", _pending_all, {"limit": limit})
+        else:
+            params = {"limit": limit, "ns": namespace}
+            rows = await self._rows("list_pending_runs", _pending_ns, params)
+        return [run_record(row) for row in rows]
+
+    async def list_incomplete_runs(self, now: datetime, namespace: str | None) -> list[RunRecord]:
+        """Running runs whose lease expired at ``now``."""
+        if namespace is None:
+            rows = await self._rows("list_incomplete_runs", _incomplete_all, {"now": now})
+        else:
+            params = {"now": now, "ns": namespace}
+            rows = await self._rows("list_incomplete_runs", _incomplete_ns, params)
+        return [run_record(row) for row in rows]
+
+    async def list_due_timers(
+        self, now: datetime, namespace: str | None, limit: int
+    ) -> list[RunRecord]:
+        """Up to ``limit`` suspended runs due at ``now``, earliest ``wake_at`` first."""
+        if namespace is None:
+            rows = await self._rows("list_due_timers", _due_all, {"now": now, "limit": limit})
+        else:
+            params = {"now": now, "limit": limit, "ns": namespace}
+            rows = await self._rows("list_due_timers", _due_ns, params)
+        return [run_record(row) for row in rows]
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    async def try_lock_run(
+        self, run_id: str, owner: str, lease_until: datetime, now: datetime
+    ) -> bool:
+        """Claim the run: one conditional ``UPDATE`` whose row count decides."""
+        params = {"rid": run_id, "owner": owner, "lease": lease_until, "now": now, "wall": utcnow()}
+        return await self._rowcount(f"try_lock_run(run {run_id!r})", _try_lock, params) > 0
+
+    async def renew_run_lock(self, run_id: str, owner: str, lease_until: datetime) -> bool:
+        """Extend ``owner``'s lease: one conditional ``UPDATE``."""
+        params = {"rid": run_id, "owner": owner, "lease": lease_until}
+        return await self._rowcount(f"renew_run_lock(run {run_id!r})", _renew, params) > 0
+
+    async def release_run_lock(
+        self, run_id: str, owner: str, **patch: Unpack[RunPatch]
+    ) -> RunStatus | None:
+        """Clear ``owner``'s lease and apply ``patch`` while running: one ``UPDATE``.
+
+        The resulting status comes back by ``RETURNING`` (MySQL: ``LAST_INSERT_ID``). A patch
+        with ``attributes`` takes one transaction instead.
+        """
+        what = f"release_run_lock(run {run_id!r})"
+        if "attributes" in patch:
+            return await self._release_with_attributes(what, run_id, owner, patch)
+        keys = frozenset(patch)
+        suspend = patch.get("status") == "suspended"
+        params = patch_params(patch)
+        if suspend:
+            del params["v_status"]  # the statement decides between suspended and pending
+        params["rid"] = run_id
+        params["owner"] = owner
+
+        async def op(conn: AsyncConnection, q: Statements) -> RunStatus | None:
+            result = await conn.execute(q.release(keys, suspend), params)
+            if q.features.returning:
+                row = result.first()
+                return None if row is None else cast("RunStatus", row[0])
+            return STATUSES[result.lastrowid - 1] if result.rowcount else None
+
+        return await self._run(what, op)
+
+    async def _release_with_attributes(
+        self, what: str, run_id: str, owner: str, patch: RunPatch
+    ) -> RunStatus | None:
+        rows = attribute_rows(run_id, patch["attributes"])
+
+        async def op(conn: AsyncConnection, q: Statements) -> RunStatus | None:
+            run = (await conn.execute(q.lock_run_state, {"rid": run_id})).first()
+            if run is None or run.locked_by != owner:
+                raise _Rollback(None)
+            status = cast("RunStatus", run.status)
+            if status == "running":
+                applied: RunPatch = {**patch}
+                if applied.get("status") == "suspended" and run.wake_requested:
+                    applied["status"] = "pending"
+                    applied["wake_at"] = None
+                params = patch_params(applied)
+                params["rid"] = run_id
+                await conn.execute(q.update_run(frozenset(applied), False), params)
+                await _replace_attributes(conn, q, run_id, rows)
+                status = applied.get("status", status)
+            await conn.execute(q.clear_lease, {"rid": run_id})
+            return status
+
+        return await self._run(what, op, tx=True)
+
+    async def wake_run(self, run_id: str) -> bool:
+        """Make a suspended run pending, or flag a running one: one ``UPDATE``."""
+
+        async def op(conn: AsyncConnection, q: Statements) -> bool:
+            result = await conn.execute(q.wake, {"rid": run_id, "wall": utcnow()})
+            if q.features.returning:
+                row = result.first()
+                return row is not None and row[0] == "pending"
+            return bool(result.rowcount) and STATUSES[result.lastrowid - 1] == "pending"
+
+        return await self._run(f"wake_run(run {run_id!r})", op)
+
+    # -- signals --------------------------------------------------------------------------------
+
+    async def put_signal_waiter(self, waiter: SignalWaiter) -> None:
+        """Register the waiter: one upsert on the token."""
+        params = {"token": waiter.token, "run_id": waiter.run_id, "seq": waiter.seq}
+        await self._rowcount(f"put_signal_waiter(token {waiter.token!r})", _put_waiter, params)
+
+    async def take_signal_waiter(self, token: str) -> SignalWaiter | None:
+        """Delete and return the token's waiter: ``DELETE ... RETURNING`` (MySQL: row lock)."""
+
+        async def op(conn: AsyncConnection, q: Statements) -> SignalWaiter | None:
+            params = {"token": token}
+            if q.features.delete_returning:
+                row = (await conn.execute(q.take_waiter, params)).first()
+            else:
+                row = (await conn.execute(q.lock_waiter, params)).first()
+                if row is not None:
+                    await conn.execute(q.delete_waiter, params)
+            return None if row is None else SignalWaiter(row[0], row[1], row[2])
+
+        return await self._run(f"take_signal_waiter(token {token!r})", op, tx=_no_returning)
+
+    async def remove_signal_waiter(self, waiter: SignalWaiter) -> bool:
+        """Delete exactly this waiter (token, run id and seq all match)."""
+        params = {"token": waiter.token, "run_id": waiter.run_id, "seq": waiter.seq}
+        what = f"remove_signal_waiter(token {waiter.token!r})"
+        return await self._rowcount(what, _remove_waiter, params) > 0
+
+    async def list_signal_waiters(self, prefix: str = "") -> list[SignalWaiter]:
+        """Waiters whose token starts with ``prefix`` (case-sensitive), by token."""
+        sqlite = self._sqlite
+
+        def build(q: Statements) -> Executable:
+            stmt = select(W.token, W.run_id, W.seq).order_by(W.token)
+            if not prefix:
+                return stmt
+            if sqlite:  # LIKE ignores ASCII case on SQLite; GLOB does not
+                escaped = "".join(f"[{ch}]" if ch in "*?[" else ch for ch in prefix)
+                return stmt.where(W.token.op("GLOB")(escaped + "*"))
+            return stmt.where(W.token.startswith(prefix, autoescape=True))
+
+        rows = await self._rows("list_signal_waiters", build, {})
+        return [SignalWaiter(row[0], row[1], row[2]) for row in rows]
+
+    async def buffer_signal(self, token: str, payload: JSONValue, now: datetime) -> int:
+        """Append a signal to the token's FIFO: one ``INSERT``; returns its id."""
+        params = {"token": token, "payload": payload, "created_at": now}
+
+        async def op(conn: AsyncConnection, q: Statements) -> int:
+            result = await conn.execute(q.insert_signal, params)
+            key = result.inserted_primary_key
+            if key is None or key[0] is None:
+                raise StoreError(f"buffer_signal(token {token!r}): no id came back")
+            return int(key[0])
+
+        return await self._run(f"buffer_signal(token {token!r})", op)
+
+    async def take_buffered_signal(self, token: str) -> BufferedSignal | None:
+        """Delete and return the token's oldest signal: one ``DELETE ... RETURNING``.
+
+        PostgreSQL picks the row with ``FOR UPDATE SKIP LOCKED``, so concurrent takers get
+        different signals; MariaDB uses ``DELETE ... ORDER BY id LIMIT 1 RETURNING``; MySQL
+        (no ``RETURNING``) locks the oldest row with ``SKIP LOCKED`` and deletes it.
+        """
+
+        async def op(conn: AsyncConnection, q: Statements) -> BufferedSignal | None:
+            return await _take_oldest(conn, q, token)
+
+        return await self._run(f"take_buffered_signal(token {token!r})", op, tx=_no_returning)
+
+    async def list_pairable_tokens(self, limit: int) -> list[str]:
+        """Up to ``limit`` tokens with both a waiter and a buffered signal, sorted (one query)."""
+        rows = await self._rows("list_pairable_tokens", _pairable_tokens, {"limit": limit})
+        return [row[0] for row in rows]
+
+    async def pair_signal(
+        self, token: str, now: datetime, *, holder: str | None = None
+    ) -> SignalWaiter | None:
+        """Deliver the token's oldest buffered signal to its waiter, in one transaction.
+
+        Looks first without locking; then locks the waiter's run row, deletes that exact
+        waiter (another caller may have taken it: look again), takes the oldest signal, writes
+        the completed signal checkpoint and wakes the run.
+        """
+        what = f"pair_signal(token {token!r})"
+        for _ in range(_PAIR_ROUNDS):
+            rows = await self._rows(what, _peek_pair, {"token": token})
+            if not rows or not rows[0].buffered:
+                return None
+            waiter = SignalWaiter(token, rows[0].run_id, rows[0].seq)
+            outcome = await self._run(what, _pair(waiter, now, holder), tx=True)
+            if outcome is not _RETRY_PAIR:
+                return cast("SignalWaiter | None", outcome)
+        return None
+
+
+# -- module-level helpers (no per-call construction) ------------------------------------------
+
+
+async def _end(conn: AsyncConnection, statement: str) -> None:
+    # Shielded: a cancelled caller must not hand a connection back mid-transaction.
+    with anyio.CancelScope(shield=True):
+        try:
+            await conn.exec_driver_sql(statement)
+        except BaseException:
+            await conn.invalidate()
+            raise
+
+
+def _no_returning(features: Features) -> bool:
+    return not features.delete_returning
+
+
+async def _replace_attributes(
+    conn: AsyncConnection, q: Statements, run_id: str, rows: list[dict[str, Any]]
+) -> None:
+    await conn.execute(q.delete_attributes, {"run_id": run_id})
+    if rows:
+        await conn.execute(q.insert_attributes, rows)
+
+
+async def _take_oldest(conn: AsyncConnection, q: Statements, token: str) -> BufferedSignal | None:
+    params = {"token": token}
+    row: AnyRow | None
+    if q.take_signal is not None:
+        row = (await conn.execute(q.take_signal, params)).first()
+    else:  # in a transaction: lock the oldest unlocked row, then delete it
+        row = (await conn.execute(q.lock_oldest_signal, params)).first()
+        if row is not None:
+            await conn.execute(q.delete_signal, {"sid": row[0]})
+    return None if row is None else BufferedSignal(int(row[0]), row[1], row[2], row[3])
+
+
+def _pair(
+    waiter: SignalWaiter, now: datetime, holder: str | None
+) -> Callable[[AsyncConnection, Statements], Awaitable[object]]:
+    async def op(conn: AsyncConnection, q: Statements) -> object:
+        run = (await conn.execute(q.lock_run_state, {"rid": waiter.run_id})).first()
+        exact = {"token": waiter.token, "run_id": waiter.run_id, "seq": waiter.seq}
+        if (await conn.execute(q.remove_waiter, exact)).rowcount == 0:
+            raise _Rollback(_RETRY_PAIR)  # taken or replaced meanwhile: look again
+        if run is None or run.status in TERMINAL_STATUSES:
+            return None  # the waiter goes, the signal stays buffered
+        signal = await _take_oldest(conn, q, waiter.token)
+        if signal is None:
+            raise _Rollback(None)
+        checkpoint = CheckpointRecord(
+            run_id=waiter.run_id,
+            seq=waiter.seq,
+            name=waiter.token,
+            kind="signal",
+            status="completed",
+            step_id=f"{waiter.run_id}:{waiter.seq}",
+            started_at=now,
+            finished_at=now,
+            output=signal.payload,
+            attempts=1,
+        )
+        await conn.execute(q.upsert_checkpoint, checkpoint_params(checkpoint))
+        if run.status == "suspended":
+            await conn.execute(q.wake_suspended, {"rid": waiter.run_id, "wall": utcnow()})
+        elif run.status == "running" and (holder is None or run.locked_by != holder):
+            await conn.execute(q.flag_wake, {"rid": waiter.run_id})
+        return waiter
+
+    return op
+
+
+# Which of the built statements a call runs (looked up once they exist).
+_get_run = attrgetter("get_run")
+_get_cp = attrgetter("get_checkpoint")
+_list_cps = attrgetter("list_checkpoints")
+_upsert_cp = attrgetter("upsert_checkpoint")
+_save_fenced = attrgetter("save_checkpoint_fenced")
+_pending_all = attrgetter("pending_all")
+_pending_ns = attrgetter("pending_ns")
+_incomplete_all = attrgetter("incomplete_all")
+_incomplete_ns = attrgetter("incomplete_ns")
+_due_all = attrgetter("due_all")
+_due_ns = attrgetter("due_ns")
+_try_lock = attrgetter("try_lock")
+_renew = attrgetter("renew")
+_put_waiter = attrgetter("put_waiter")
+_remove_waiter = attrgetter("remove_waiter")
+_peek_pair = attrgetter("peek_pair")
+_pairable_tokens = attrgetter("pairable_tokens")

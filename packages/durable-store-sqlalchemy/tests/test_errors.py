@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import math
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import mssql, sqlite
+
+from durable.core import (
+    CheckpointRecord,
+    RunRecord,
+    SerializationError,
+    StoreError,
+    StoreUnavailableError,
+)
+from durable.stores.sqlalchemy import SqlAlchemyStateStore
+from durable.stores.sqlalchemy._errors import is_retryable, translate
+from durable.stores.sqlalchemy._statements import Features
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.anyio
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeDriverError(Exception):
+    def __init__(self, code: int | str, message: str = "boom") -> None:
+        super().__init__(code, message)
+        if isinstance(code, str):
+            self.sqlstate = code
+
+
+def wrapped(
+    error_class: type[sa_exc.DBAPIError], code: int | str, message: str = "boom"
+) -> sa_exc.DBAPIError:
+    return error_class("SELECT 1", {}, FakeDriverError(code, message))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere",
+        "mysql+asyncmy://root@127.0.0.1:1/nowhere",
+    ],
+    ids=["postgres", "mariadb"],
+)
+async def test_unreachable_server_raises_store_unavailable(url: str) -> None:
+    async with SqlAlchemyStateStore.from_url(url) as store:
+        with pytest.raises(StoreUnavailableError, match=r"get_run\(run 'r1'\)") as caught:
+            await store.get_run("r1")
+    assert caught.value.__cause__ is not None
+
+
+async def test_sqlite_file_that_cannot_be_opened_raises_store_unavailable(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'state.db'}"
+    async with SqlAlchemyStateStore.from_url(url) as store:
+        with pytest.raises(StoreUnavailableError):
+            await store.ensure_schema()
+    # aiosqlite stops the worker thread of a failed connect without waiting for it; let it
+    # finish while this test's event loop still runs.
+    with anyio.fail_after(5):
+        while any("_connection_worker_thread" in t.name for t in threading.enumerate()):  # noqa: ASYNC110 - set by another thread
+            await anyio.sleep(0.01)
+
+
+async def test_non_json_payload_raises_serialization_error(store: SqlAlchemyStateStore) -> None:
+    run = RunRecord("r1", "wf", "1", "pending", {"x": math.nan}, created_at=NOW, updated_at=NOW)
+    with pytest.raises(SerializationError, match=r"create_run\(run 'r1'\)"):
+        await store.create_run(run)
+    assert await store.get_run("r1") is None
+    cp = CheckpointRecord("r1", 0, "s", "local", "completed", "r1:0", NOW, output=math.inf)
+    with pytest.raises(SerializationError, match=r"save_checkpoint\(run 'r1', seq 0\)"):
+        await store.save_checkpoint(cp)
+
+
+def test_unsupported_database_is_refused() -> None:
+    with pytest.raises(ValueError, match="not 'mssql'"):
+        Features.of(mssql.dialect())  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (wrapped(sa_exc.OperationalError, "40P01"), True),  # PostgreSQL deadlock
+        (wrapped(sa_exc.OperationalError, "40001"), True),  # serialization failure
+        (wrapped(sa_exc.OperationalError, 1213), True),  # InnoDB deadlock
+        (wrapped(sa_exc.OperationalError, 1205), True),  # lock wait timeout
+        (wrapped(sa_exc.IntegrityError, "23505"), False),
+        (wrapped(sa_exc.OperationalError, 2013), False),  # lost connection: outcome unknown
+    ],
+)
+def test_only_work_the_database_undid_is_retried(error: sa_exc.DBAPIError, expected: bool) -> None:
+    assert is_retryable(error) is expected
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (wrapped(sa_exc.OperationalError, "08006"), StoreUnavailableError),
+        (wrapped(sa_exc.OperationalError, "57P01"), StoreUnavailableError),
+        (wrapped(sa_exc.OperationalError, 2006), StoreUnavailableError),
+        (wrapped(sa_exc.OperationalError, 1040), StoreUnavailableError),
+        (wrapped(sa_exc.OperationalError, 5, "database is locked"), StoreUnavailableError),
+        (ConnectionRefusedError(111, "refused"), StoreUnavailableError),
+        (wrapped(sa_exc.DataError, "22P05", "unsupported Unicode escape"), SerializationError),
+        (wrapped(sa_exc.IntegrityError, "23502"), StoreError),
+    ],
+)
+def test_driver_errors_become_core_errors(error: BaseException, kind: type[StoreError]) -> None:
+    translated = translate(error, "get_run(run 'r1')")
+    assert type(translated) is kind
+    assert str(translated).startswith("get_run(run 'r1'): ")
+
+
+@pytest.mark.parametrize("db", ["postgres"])
+async def test_nul_character_in_a_jsonb_payload_raises_serialization_error(
+    store: SqlAlchemyStateStore,
+) -> None:
+    run = RunRecord("r1", "wf", "1", "pending", "nul \x00 here", created_at=NOW, updated_at=NOW)
+    with pytest.raises(SerializationError, match="create_run"):
+        await store.create_run(run)
+
+
+def test_sqlite_without_returning_is_refused() -> None:
+    dialect = sqlite.dialect()
+    dialect.update_returning = False  # what SQLite before 3.35 reports
+    with pytest.raises(ValueError, match=r"SQLite 3\.35"):
+        Features.of(dialect)
