@@ -74,9 +74,15 @@ def conformance(session: nox.Session, store: str, db: str) -> None:
 
 @nox.session
 def example(session: nox.Session) -> None:
-    """Run the README example (embedded SQLite, no server)."""
+    """Run the README example twice on one embedded SQLite file (no server needed).
+
+    The second run finds the first run's checkout in the database file and adds its own.
+    """
     sync(session, "dev")
-    session.run("python", "docs/examples/checkout.py", *session.posargs)
+    database = Path(session.create_tmp()) / "checkout.db"
+    database.unlink(missing_ok=True)
+    for _ in range(2):
+        session.run("python", "docs/examples/checkout.py", str(database), *session.posargs)
 
 
 @nox.session
