@@ -525,13 +525,16 @@ class Engine:
     async def _turn(self, run_id: str) -> RunStatus | None:
         """Execute one turn of a run this worker has just locked; returns its new status."""
         outcome: Outcome | None = None
+        status: RunStatus | None = None
         try:
             run = await self.store.get_run(run_id)
             if run is None:
                 return None
             outcome = await self._execute(run)
         finally:
-            with anyio.CancelScope(shield=True):
+            # Shielded so a cancelled turn still releases its lease; bounded so a dead
+            # database cannot hold shutdown forever (the lease then simply expires).
+            with anyio.move_on_after(self._cfg.lease, shield=True):
                 patch = _release_patch(outcome or Outcome("pending"))
                 status = await self.store.release_run_lock(run_id, self.worker_id, **patch)
         if status == "suspended" and outcome is not None and outcome.wake_at is not None:

@@ -77,6 +77,8 @@ _SQLITE_PRAGMAS = (
 )
 _BEGIN = {"postgresql": "BEGIN", "mysql": "START TRANSACTION", "sqlite": "BEGIN IMMEDIATE"}
 _RETRY_PAIR = object()
+_CLEANUP_SECONDS = 15
+"""How long a cancelled call may spend ending its transaction and returning its connection."""
 
 
 class _Rollback(Exception):  # control flow inside the store; never escapes it
@@ -225,7 +227,8 @@ class SqlAlchemyStateStore:
                         return cast("_T", outcome.value)
                 finally:
                     # Shielded: a cancelled call still hands its connection back to the pool.
-                    with anyio.CancelScope(shield=True):
+                    # Bounded: a connection whose driver died cannot hang its caller forever.
+                    with anyio.move_on_after(_CLEANUP_SECONDS, shield=True):
                         await conn.close()
             except DurableError:
                 raise
@@ -656,7 +659,8 @@ class SqlAlchemyStateStore:
 
 async def _end(conn: AsyncConnection, statement: str) -> None:
     # Shielded: a cancelled caller must not hand a connection back mid-transaction.
-    with anyio.CancelScope(shield=True):
+    # Bounded: a connection whose driver died cannot hang its caller forever.
+    with anyio.move_on_after(_CLEANUP_SECONDS, shield=True):
         try:
             await conn.exec_driver_sql(statement)
         except BaseException:
