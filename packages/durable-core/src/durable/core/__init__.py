@@ -26,7 +26,6 @@ from durable.core.errors import (
     StepNotRegistered,
     StoreError,
     StoreUnavailableError,
-    WorkflowFailedError,
     WorkflowNotRegistered,
 )
 from durable.core.memory import InMemoryStateStore
@@ -113,7 +112,6 @@ __all__ = [
     "TransportReceiver",
     "WorkflowCtx",
     "WorkflowDef",
-    "WorkflowFailedError",
     "WorkflowNotRegistered",
     "current_step",
     "decode_cursor",

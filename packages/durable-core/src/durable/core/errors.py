@@ -12,9 +12,9 @@
      +-- NonDeterminismError          replay met a different call than the one recorded
      +-- SignalTimeoutError           wait_for_signal reached its timeout
      +-- StepFailedError              a step failed for good (retries exhausted or fatal)
-     +-- RemoteStepError              a remote step failed for good
-     +-- WorkflowFailedError          wait_for_run(raise_on_failure=True) saw a failed run
+     |    +-- RemoteStepError         a remote step failed for good
      +-- FatalError                   raised by step code: do not retry
+     +-- ProtocolError                a malformed wire message (durable.core.transport)
      +-- StoreError                   a store could not do what was asked
           +-- StoreUnavailableError   the database could not be reached
           +-- SchemaMissingError      the durable tables do not exist (auto_schema=False)
@@ -118,10 +118,6 @@ class StepFailedError(DurableError):
 
 class RemoteStepError(StepFailedError):
     """A remote step failed for good (the handler failed, or its output was invalid)."""
-
-
-class WorkflowFailedError(DurableError):
-    """A run ended ``failed``, ``cancelled`` or ``dead`` where success was required."""
 
 
 class FatalError(DurableError):
