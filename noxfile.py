@@ -13,9 +13,12 @@ nox.options.sessions = ["lint", "typecheck", "tests", "conformance", "example"]
 
 ROOT = Path(__file__).parent
 DISTS = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
-STORES = {"memory": ["memory"], "sqlalchemy": ["sqlite", "postgres", "mariadb"]}
+STORES = {
+    "memory": ["memory"],
+    "sqlalchemy": ["sqlite", "postgres", "postgres-psycopg", "mariadb"],
+}
 CELLS = [
-    nox.param(store, db, id=f"{store}-{db}", tags=["conformance", store, db])
+    nox.param(store, db, id=f"{store}-{db}", tags=["conformance", store, db.split("-")[0]])
     for store, dbs in STORES.items()
     for db in dbs
 ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-DATABASES = ("memory", "sqlite", "postgres", "mariadb")
+DATABASES = ("memory", "sqlite", "postgres", "postgres-psycopg", "mariadb")
+"""``postgres`` runs on asyncpg, ``postgres-psycopg`` on the same server through psycopg 3."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

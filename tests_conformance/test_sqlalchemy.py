@@ -11,28 +11,37 @@ from typing import TYPE_CHECKING
 
 import anyio.from_thread
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, make_url
 
 from durable.conformance import EngineSuite, StateStoreSuite, SuiteOptions
 from durable.stores.sqlalchemy import SqlAlchemyStateStore, metadata
-from durable.stores.sqlalchemy.testing import provision
+from durable.stores.sqlalchemy.testing import Database, provision
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-SQL_DATABASES = ("sqlite", "postgres", "mariadb")
+SQL_DATABASES: dict[str, Database] = {
+    "sqlite": "sqlite",
+    "postgres": "postgres",
+    "postgres-psycopg": "postgres",
+    "mariadb": "mariadb",
+}
+DRIVERS = {"postgres-psycopg": "postgresql+psycopg"}
 
 
 @pytest.fixture(scope="session")
 def sqlalchemy_url(durable_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if durable_db not in SQL_DATABASES:
         pytest.skip(f"--durable-db={durable_db}: the SQLAlchemy store runs on {SQL_DATABASES}")
+    database = SQL_DATABASES[durable_db]
     with (
         anyio.from_thread.start_blocking_portal() as portal,
         portal.wrap_async_context_manager(
-            provision(durable_db, tmp_path_factory.mktemp(durable_db))
+            provision(database, tmp_path_factory.mktemp(database))
         ) as url,
     ):
+        if durable_db in DRIVERS:
+            url = make_url(url).set(drivername=DRIVERS[durable_db]).render_as_string(False)
         portal.call(_create_schema, url)
         yield url
 
