@@ -79,9 +79,9 @@ async def test_from_url_owns_its_engine_and_a_given_engine_stays_open(url: str) 
 async def test_an_engine_not_in_autocommit_mode_works_and_is_left_as_it_was(url: str) -> None:
     engine = create_async_engine(url)
     try:
-        store = SqlAlchemyStateStore(engine)
-        await store.ensure_schema()
-        await exercise(store)
+        async with SqlAlchemyStateStore(engine) as store:
+            await store.ensure_schema()
+            await exercise(store)
         async with engine.connect() as conn:
             assert await conn.get_isolation_level() != "AUTOCOMMIT"
     finally:

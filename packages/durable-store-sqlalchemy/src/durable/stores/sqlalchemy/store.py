@@ -133,6 +133,7 @@ class SqlAlchemyStateStore:
         self._begin = _BEGIN[family]
         self._q: Statements | None = None
         self._sqlite_writer: anyio.Lock | None = None
+        self._writer: AsyncConnection | None = None
 
     @classmethod
     def from_url(cls, url: str | URL, **engine_kwargs: object) -> Self:
@@ -170,7 +171,15 @@ class SqlAlchemyStateStore:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Dispose the engine if :meth:`from_url` made it; an engine passed in stays open."""
+        """Return the store's connections; dispose the engine if :meth:`from_url` made it.
+
+        An engine passed in stays open. On SQLite the store keeps its writer connection
+        checked out between calls, so close the store even when you own the engine.
+        """
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with anyio.move_on_after(_CLEANUP_SECONDS, shield=True):
+                await writer.close()
         if self._owns_engine:
             await self.engine.dispose()
 
@@ -188,13 +197,14 @@ class SqlAlchemyStateStore:
 
         On SQLite, writers of this process take turns on an in-process lock: SQLite admits one
         writer at a time anyway, and waiting here is cheaper than its busy-timeout back-off
-        (which still covers writers in other processes).
+        (which still covers writers in other processes). The lock holder writes on one
+        connection kept open between calls, which saves a pool checkout per write.
         """
         if write and self._sqlite:
             if self._sqlite_writer is None:
                 self._sqlite_writer = anyio.Lock()
             async with self._sqlite_writer:
-                return await self._attempt(what, op, tx)
+                return await self._attempt(what, op, tx, held=True)
         return await self._attempt(what, op, tx)
 
     async def _attempt(
@@ -202,34 +212,37 @@ class SqlAlchemyStateStore:
         what: str,
         op: Callable[[AsyncConnection, Statements], Awaitable[_T]],
         tx: bool | Callable[[Features], bool],
+        *,
+        held: bool = False,
     ) -> _T:
         """Run ``op``; redo it after a deadlock, translate any other failure.
 
         A deadlock or serialization failure is retried from scratch (the database undid the
-        work); any other failure becomes a core error chained to the driver's.
+        work); any other failure becomes a core error chained to the driver's. With ``held``
+        (the SQLite writer) the connection stays open for the next call, unless the call
+        failed or was cancelled: then it is closed and the next call opens a fresh one.
         """
         attempt = 0
         while True:
             attempt += 1
             try:
-                conn = await self._auto.connect().start()
+                conn = self._writer if held and self._writer is not None else None
+                conn = conn or await self._auto.connect().start()
+                keep = False
                 try:
-                    q = self._q or self._statements(conn)
-                    if self._sqlite and not conn.info.get(_SQLITE_READY):
-                        for pragma in _SQLITE_PRAGMAS:
-                            await conn.exec_driver_sql(pragma)
-                        conn.info[_SQLITE_READY] = True
-                    if tx is True or (tx is not False and tx(q.features)):
-                        return await self._transaction(conn, q, op)
-                    try:
-                        return await op(conn, q)
-                    except _Rollback as outcome:  # nothing to undo: one autocommit statement
-                        return cast("_T", outcome.value)
+                    result = await self._execute(conn, op, tx)
+                    keep = held
+                    return result
                 finally:
-                    # Shielded: a cancelled call still hands its connection back to the pool.
-                    # Bounded: a connection whose driver died cannot hang its caller forever.
-                    with anyio.move_on_after(_CLEANUP_SECONDS, shield=True):
-                        await conn.close()
+                    if keep:
+                        self._writer = conn
+                    else:
+                        if conn is self._writer:
+                            self._writer = None
+                        # Shielded: a cancelled call still hands its connection back.
+                        # Bounded: a connection whose driver died cannot hang its caller.
+                        with anyio.move_on_after(_CLEANUP_SECONDS, shield=True):
+                            await conn.close()
             except DurableError:
                 raise
             except (sa_exc.SQLAlchemyError, OSError) as exc:
@@ -237,6 +250,24 @@ class SqlAlchemyStateStore:
                     await anyio.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))
                     continue
                 raise translate(exc, what) from exc
+
+    async def _execute(
+        self,
+        conn: AsyncConnection,
+        op: Callable[[AsyncConnection, Statements], Awaitable[_T]],
+        tx: bool | Callable[[Features], bool],
+    ) -> _T:
+        q = self._q or self._statements(conn)
+        if self._sqlite and not conn.info.get(_SQLITE_READY):
+            for pragma in _SQLITE_PRAGMAS:
+                await conn.exec_driver_sql(pragma)
+            conn.info[_SQLITE_READY] = True
+        if tx is True or (tx is not False and tx(q.features)):
+            return await self._transaction(conn, q, op)
+        try:
+            return await op(conn, q)
+        except _Rollback as outcome:  # nothing to undo: one autocommit statement
+            return cast("_T", outcome.value)
 
     def _statements(self, conn: AsyncConnection) -> Statements:
         # Built after the first connect: only then does the dialect know MariaDB from MySQL.
