@@ -9,7 +9,7 @@ import nox
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "typecheck", "tests", "conformance", "example"]
+nox.options.sessions = ["lint", "typecheck", "tests", "conformance", "example", "lowest"]
 
 ROOT = Path(__file__).parent
 DISTS = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
@@ -86,6 +86,27 @@ def example(session: nox.Session) -> None:
     database.unlink(missing_ok=True)
     for _ in range(2):
         session.run("python", "docs/examples/checkout.py", str(database), *session.posargs)
+
+
+@nox.session
+def lowest(session: nox.Session) -> None:
+    """The tests on the lowest versions our dependency floors allow (``lowest-direct``).
+
+    Proves the floors in each pyproject.toml are real: the core and transport unit tests, then
+    the conformance suites on the in-memory store and on SQLite (which exercise the store).
+    """
+    session.install(
+        "--resolution",
+        "lowest-direct",
+        *(f"-e./packages/{dist}" for dist in DISTS if dist != "durable-store-sqlalchemy"),
+        "-e./packages/durable-store-sqlalchemy[sqlite]",
+        "pytest>=8.3",
+    )
+    session.run(
+        "pytest", *(f"packages/{d}/tests" for d in ("durable-core", "durable-transport-inprocess"))
+    )
+    session.run("pytest", "tests_conformance/test_memory.py")
+    session.run("pytest", "tests_conformance/test_sqlalchemy.py", "--durable-db=sqlite")
 
 
 @nox.session
