@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import types
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -300,3 +301,27 @@ def _unlocked(store: InMemoryStateStore, run_id: str) -> Callable[[], Awaitable[
         return run is not None and run.locked_by is None
 
     return check
+
+
+async def test_closures_given_to_ctx_step_are_not_kept_alive(store: InMemoryStateStore) -> None:
+    @workflow(name="closures")
+    async def closures(ctx: WorkflowCtx, n: int) -> int:
+        def make() -> Callable[[], int]:
+            def read() -> int:
+                return n
+
+            return read
+
+        return int(await ctx.step("read", make()))
+
+    async with engine(store, [closures]) as e:
+        for n in range(3):
+            run = await e.wait_for_run((await e.start(closures, n)).run_id, 5, until="terminal")
+            assert run.output == n
+    gc.collect()
+    leaked = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, types.FunctionType) and o.__qualname__.endswith("make.<locals>.read")
+    ]
+    assert leaked == []

@@ -14,6 +14,7 @@ import inspect
 import random as _random
 import traceback
 import uuid
+import weakref
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
@@ -668,9 +669,25 @@ def _constant(produce: Callable[[], T]) -> Callable[[], Awaitable[T]]:
     return call
 
 
-@functools.cache
+_RETURN_CODECS: weakref.WeakKeyDictionary[Callable[..., object], Codec[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _return_codec(fn: Callable[..., object]) -> Codec[Any]:
-    return return_codec(fn)
+    """The result codec of a function passed to ``ctx.step("name", fn)``.
+
+    Remembered per function while the function lives, so a closure made for one run is not
+    kept alive by the cache (an unbounded cache would grow with every run).
+    """
+    target = getattr(fn, "__func__", fn)  # a bound method: its function
+    try:
+        return _RETURN_CODECS[target]
+    except KeyError:
+        codec = _RETURN_CODECS[target] = return_codec(target)
+        return codec
+    except TypeError:  # not weak-referenceable (a builtin, a partial of one): no caching
+        return return_codec(fn)
 
 
 def _is_async(fn: Callable[..., object]) -> bool:
