@@ -306,8 +306,8 @@ def _unlocked(store: InMemoryStateStore, run_id: str) -> Callable[[], Awaitable[
 async def test_closures_given_to_ctx_step_are_not_kept_alive(store: InMemoryStateStore) -> None:
     @workflow(name="closures")
     async def closures(ctx: WorkflowCtx, n: int) -> int:
-        def make() -> Callable[[], int]:
-            def read() -> int:
+        def make() -> Callable[[], Awaitable[int]]:
+            async def read() -> int:  # async: a worker thread may keep its last job alive
                 return n
 
             return read
