@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import pytest
@@ -58,7 +58,7 @@ def test_store_implements_the_protocol() -> None:
 
 
 async def test_from_url_owns_its_engine_and_a_given_engine_stays_open(url: str) -> None:
-    async with SqlAlchemyStateStore.from_url(url, pool_size=2) as owned:
+    async with SqlAlchemyStateStore.from_url(url, pool_size=2, keep_connections=0) as owned:
         await owned.ensure_schema()
         await owned.get_run("r1")
         pool = owned.engine.pool
@@ -101,10 +101,11 @@ async def test_mysql_path_without_delete_returning_takes_each_row_once(
     store: SqlAlchemyStateStore,
 ) -> None:
     await store.get_run("warm-up")  # statements are built on the first connection
-    assert store._q is not None
-    features = dataclasses.replace(store._q.features, delete_returning=False)
-    store._q = Statements(features)  # what MySQL 8 (no DELETE ... RETURNING) runs
-    assert store._q.take_signal is None
+    assert store._db is not None
+    features = dataclasses.replace(store._db.q.features, delete_returning=False)
+    q = Statements(features)  # what MySQL 8 (no DELETE ... RETURNING) runs
+    store._db = dataclasses.replace(store._db, q=q)
+    assert q.take_signal is None
 
     for i in range(10):
         await store.buffer_signal("fifo", i, NOW)
@@ -131,13 +132,14 @@ async def test_mysql_path_without_delete_returning_takes_each_row_once(
 async def test_sqlite_connections_are_durable_wal_with_a_busy_timeout(
     store: SqlAlchemyStateStore,
 ) -> None:
-    await store.get_run("r1")
-    async with store._auto.connect() as conn:
-        pragmas = [
-            (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+    async def pragmas(s: Any) -> list[object]:
+        return [
+            (await s.conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
             for name in ("journal_mode", "synchronous", "busy_timeout")
         ]
-    assert pragmas == ["wal", 2, 30000]  # synchronous 2 = FULL
+
+    for write in (True, False):  # the writer connection, and a reader
+        assert await store._run("pragmas", pragmas, write=write) == ["wal", 2, 30000]
 
 
 @pytest.mark.parametrize("db", ["sqlite"])

@@ -9,7 +9,7 @@ from durable.core import CheckpointRecord, RunRecord
 from durable.stores.sqlalchemy._statements import attribute_columns
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from typing import TypeAlias
 
     from sqlalchemy.engine import Row
@@ -98,7 +98,7 @@ def attribute_rows(run_id: str, attributes: Mapping[str, AttributeValue]) -> lis
     return rows
 
 
-def run_record(row: AnyRow) -> RunRecord:
+def run_record(row: Sequence[Any]) -> RunRecord:
     """A run row (the columns of ``durable_workflow_runs`` in table order) as a record."""
     (
         run_id,
@@ -140,7 +140,7 @@ def run_record(row: AnyRow) -> RunRecord:
     )
 
 
-def checkpoint_record(row: AnyRow) -> CheckpointRecord:
+def checkpoint_record(row: Sequence[Any]) -> CheckpointRecord:
     """A checkpoint row (the columns of ``durable_step_checkpoints`` in table order)."""
     (
         run_id,

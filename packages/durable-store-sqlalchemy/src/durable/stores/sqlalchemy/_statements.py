@@ -5,6 +5,9 @@ MySQL evaluates ``SET`` assignments left to right, each seeing the columns alrea
 every assignment that reads ``status`` or ``wake_requested`` comes before the ones that change
 them (``ordered_values``). MySQL has no ``UPDATE ... RETURNING``: the resulting status is carried
 out of the statement with ``LAST_INSERT_ID(expr)`` (reported as ``lastrowid``).
+
+The fixed statements name every parameter (no expanding ``IN`` lists, no values supplied only at
+execution), so each compiles to one positional SQL text that ``_direct`` can run on the driver.
 """
 
 from __future__ import annotations
@@ -134,6 +137,9 @@ def _status_code(expr: ColumnElement[Any]) -> ColumnElement[Any]:
     return func.ELT(func.LAST_INSERT_ID(func.FIELD(expr, *STATUSES)), *STATUSES)
 
 
+RUN_PARAMS: dict[str, BindParameter[Any]] = {c.key: bindparam(c.key, type_=c.type) for c in runs.c}
+"""A whole run row's parameters, named by column key (as ``run_params`` returns them)."""
+
 CP_PARAMS: dict[str, BindParameter[Any]] = {
     c.key: bindparam(f"c_{c.key}", type_=c.type) for c in checkpoints.c
 }
@@ -203,11 +209,15 @@ class Statements:
             .values(locked_by=None, locked_until=None, wake_requested=False)
         )
         if fam == "postgresql":
-            self.insert_run: Insert = pg_insert(runs).on_conflict_do_nothing(index_elements=[R.id])
+            self.insert_run: Insert = (
+                pg_insert(runs).values(RUN_PARAMS).on_conflict_do_nothing(index_elements=[R.id])
+            )
         elif fam == "sqlite":
-            self.insert_run = sqlite_insert(runs).on_conflict_do_nothing(index_elements=[R.id])
-        else:
-            self.insert_run = insert(runs)  # a duplicate raises 1062, told apart by errno
+            self.insert_run = (
+                sqlite_insert(runs).values(RUN_PARAMS).on_conflict_do_nothing(index_elements=[R.id])
+            )
+        else:  # a duplicate raises 1062, told apart by errno
+            self.insert_run = insert(runs).values(RUN_PARAMS)
         # An INSERT's row count is only kept on request (psycopg reports -1 otherwise).
         self.insert_run = self.insert_run.execution_options(preserve_rowcount=True)
         self.insert_attributes = insert(attributes)
@@ -254,7 +264,8 @@ class Statements:
         # -- leases -----------------------------------------------------------------------------
         lease_free = or_(R.locked_until.is_(None), R.locked_until <= P_NOW)
         claimable = or_(
-            R.status.in_(["pending", "running"]),
+            R.status == "pending",
+            R.status == "running",
             and_(R.status == "suspended", R.wake_at.is_not(None), R.wake_at <= P_NOW),
         )
         self.try_lock = (
@@ -290,7 +301,7 @@ class Statements:
         ]
         self.wake = (
             update(runs)
-            .where(R.id == P_ID, R.status.in_(["suspended", "running", "pending"]))
+            .where(R.id == P_ID, or_(suspended, R.status == "running", R.status == "pending"))
             .ordered_values(*wake_pairs)
         )
         if features.returning:

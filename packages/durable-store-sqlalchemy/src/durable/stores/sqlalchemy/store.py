@@ -9,7 +9,9 @@ outside the store runs.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
@@ -39,6 +41,7 @@ from durable.stores.sqlalchemy._convert import (
     run_record,
     utcnow,
 )
+from durable.stores.sqlalchemy._direct import Executor, executor_for
 from durable.stores.sqlalchemy._errors import is_duplicate_key, is_retryable, translate
 from durable.stores.sqlalchemy._schema import create_durable_tables
 from durable.stores.sqlalchemy._statements import (
@@ -79,6 +82,38 @@ _BEGIN = {"postgresql": "BEGIN", "mysql": "START TRANSACTION", "sqlite": "BEGIN 
 _RETRY_PAIR = object()
 _CLEANUP_SECONDS = 15
 """How long a cancelled call may spend ending its transaction and returning its connection."""
+_KEEP_IDLE_SECONDS = 10.0
+"""A kept connection unused for longer goes back to the pool instead of serving a call."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Database:
+    """What the store knows once connected: the dialect's statements and how to run them."""
+
+    q: Statements
+    x: Executor
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    """One call's connection, with the statements and the executor to run them."""
+
+    conn: AsyncConnection
+    q: Statements
+    x: Executor
+
+    async def count(self, stmt: Executable, params: dict[str, Any]) -> int:
+        """Run a fixed statement; its row count."""
+        return await self.x.count(self.conn, stmt, params)
+
+    async def rows(self, stmt: Executable, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        """Run a fixed statement; its rows."""
+        return await self.x.rows(self.conn, stmt, params)
+
+    async def first(self, stmt: Executable, params: dict[str, Any]) -> Sequence[Any] | None:
+        """Run a fixed statement; its first row, or None."""
+        rows = await self.x.rows(self.conn, stmt, params)
+        return rows[0] if rows else None
 
 
 class _Rollback(Exception):  # control flow inside the store; never escapes it
@@ -109,16 +144,23 @@ class SqlAlchemyStateStore:
         engine: The engine the store runs on.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, keep_connections: int = 4) -> None:
         """Keep the durable tables in ``engine``'s database.
 
         Args:
             engine: An async engine on PostgreSQL (asyncpg, psycopg), MySQL/MariaDB (asyncmy,
                 aiomysql) or SQLite (aiosqlite, on a file).
+            keep_connections: How many connections the store keeps checked out between calls
+                (0: each call returns its connection to the pool). A call that finds one
+                skips the pool; a kept connection idle for more than 10 seconds goes back to
+                the pool, so the pool's own checks (``pool_pre_ping``, ``pool_recycle``)
+                apply to it again. On SQLite the one writer connection is kept as well.
 
         Raises:
             ValueError: The engine's database is none of those, or SQLite older than 3.35.
         """
+        if keep_connections < 0:
+            raise ValueError(f"keep_connections must be 0 or more, not {keep_connections}")
         self.engine = engine
         self._owns_engine = False
         self._auto = (
@@ -131,12 +173,16 @@ class SqlAlchemyStateStore:
         self._sqlite = family == "sqlite"
         self._postgres = family == "postgresql"
         self._begin = _BEGIN[family]
-        self._q: Statements | None = None
+        self._keep = keep_connections
+        self._db: _Database | None = None
         self._sqlite_writer: anyio.Lock | None = None
         self._writer: AsyncConnection | None = None
+        self._idle: list[tuple[AsyncConnection, float]] = []
 
     @classmethod
-    def from_url(cls, url: str | URL, **engine_kwargs: object) -> Self:
+    def from_url(
+        cls, url: str | URL, *, keep_connections: int = 4, **engine_kwargs: object
+    ) -> Self:
         """A store on a new engine for ``url``; :meth:`aclose` disposes it.
 
         The engine is created in autocommit mode with ``skip_autocommit_rollback=True``;
@@ -145,6 +191,7 @@ class SqlAlchemyStateStore:
         Args:
             url: e.g. ``postgresql+asyncpg://user@host/db``, ``mysql+asyncmy://user@host/db``
                 or ``sqlite+aiosqlite:///path/to/state.db``.
+            keep_connections: As for the constructor.
             **engine_kwargs: More ``create_async_engine`` arguments (``pool_size``, ...).
 
         Returns:
@@ -155,7 +202,7 @@ class SqlAlchemyStateStore:
             "skip_autocommit_rollback": True,
         }
         options.update(engine_kwargs)
-        store = cls(create_async_engine(url, **options))
+        store = cls(create_async_engine(url, **options), keep_connections=keep_connections)
         store._owns_engine = True
         return store
 
@@ -171,15 +218,15 @@ class SqlAlchemyStateStore:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Return the store's connections; dispose the engine if :meth:`from_url` made it.
+        """Return the kept connections; dispose the engine if :meth:`from_url` made it.
 
-        An engine passed in stays open. On SQLite the store keeps its writer connection
-        checked out between calls, so close the store even when you own the engine.
+        An engine passed in stays open; close the store anyway, to hand back the
+        connections it keeps between calls.
         """
         writer, self._writer = self._writer, None
         if writer is not None:
-            with anyio.move_on_after(_CLEANUP_SECONDS, shield=True):
-                await writer.close()
+            await _close(writer)
+        await self._drop_idle()
         if self._owns_engine:
             await self.engine.dispose()
 
@@ -188,7 +235,7 @@ class SqlAlchemyStateStore:
     async def _run(
         self,
         what: str,
-        op: Callable[[AsyncConnection, Statements], Awaitable[_T]],
+        op: Callable[[_Session], Awaitable[_T]],
         *,
         tx: bool | Callable[[Features], bool] = False,
         write: bool = True,
@@ -198,51 +245,33 @@ class SqlAlchemyStateStore:
         On SQLite, writers of this process take turns on an in-process lock: SQLite admits one
         writer at a time anyway, and waiting here is cheaper than its busy-timeout back-off
         (which still covers writers in other processes). The lock holder writes on one
-        connection kept open between calls, which saves a pool checkout per write.
+        connection kept open between calls.
         """
         if write and self._sqlite:
             if self._sqlite_writer is None:
                 self._sqlite_writer = anyio.Lock()
             async with self._sqlite_writer:
-                return await self._attempt(what, op, tx, held=True)
+                return await self._attempt(what, op, tx, writer=True)
         return await self._attempt(what, op, tx)
 
     async def _attempt(
         self,
         what: str,
-        op: Callable[[AsyncConnection, Statements], Awaitable[_T]],
+        op: Callable[[_Session], Awaitable[_T]],
         tx: bool | Callable[[Features], bool],
         *,
-        held: bool = False,
+        writer: bool = False,
     ) -> _T:
         """Run ``op``; redo it after a deadlock, translate any other failure.
 
         A deadlock or serialization failure is retried from scratch (the database undid the
-        work); any other failure becomes a core error chained to the driver's. With ``held``
-        (the SQLite writer) the connection stays open for the next call, unless the call
-        failed or was cancelled: then it is closed and the next call opens a fresh one.
+        work); any other failure becomes a core error chained to the driver's.
         """
         attempt = 0
         while True:
             attempt += 1
             try:
-                conn = self._writer if held and self._writer is not None else None
-                conn = conn or await self._auto.connect().start()
-                keep = False
-                try:
-                    result = await self._execute(conn, op, tx)
-                    keep = held
-                    return result
-                finally:
-                    if keep:
-                        self._writer = conn
-                    else:
-                        if conn is self._writer:
-                            self._writer = None
-                        # Shielded: a cancelled call still hands its connection back.
-                        # Bounded: a connection whose driver died cannot hang its caller.
-                        with anyio.move_on_after(_CLEANUP_SECONDS, shield=True):
-                            await conn.close()
+                return await self._once(op, tx, writer)
             except DurableError:
                 raise
             except (sa_exc.SQLAlchemyError, OSError) as exc:
@@ -251,38 +280,93 @@ class SqlAlchemyStateStore:
                     continue
                 raise translate(exc, what) from exc
 
+    async def _once(
+        self,
+        op: Callable[[_Session], Awaitable[_T]],
+        tx: bool | Callable[[Features], bool],
+        writer: bool,
+    ) -> _T:
+        """One try of ``op`` on a kept connection, or a new one from the pool.
+
+        The connection is kept for the next call when the call succeeded or failed cleanly
+        (the database refused a statement; nothing is left open). After a cancellation, a
+        lost connection or any other failure it is invalidated: whatever it was doing
+        mid-call, nobody reuses it. A lost connection also drops the other kept ones, which
+        are likely gone too.
+        """
+        conn = await self._take(writer) or await self._auto.connect().start()
+        try:
+            result = await self._execute(conn, op, tx)
+        except BaseException as exc:
+            if _clean_failure(exc):
+                await self._put(conn, writer)
+            else:
+                await _close(conn, invalidate=True)
+                if isinstance(exc, OSError) or (
+                    isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+                ):
+                    await self._drop_idle()
+            raise
+        await self._put(conn, writer)
+        return result
+
+    async def _take(self, writer: bool) -> AsyncConnection | None:
+        if writer:
+            conn, self._writer = self._writer, None
+            return conn
+        while self._idle:
+            conn, since = self._idle.pop()
+            if anyio.current_time() - since >= _KEEP_IDLE_SECONDS:
+                self._idle.append((conn, since))
+                await self._drop_idle()  # the most recently used is stale: so are the others
+            elif self._db is not None and not self._db.x.usable(conn):
+                await _close(conn, invalidate=True)
+            else:
+                return conn
+        return None
+
+    async def _put(self, conn: AsyncConnection, writer: bool) -> None:
+        if writer:
+            self._writer = conn
+        elif len(self._idle) < self._keep:
+            self._idle.append((conn, anyio.current_time()))
+        else:
+            await _close(conn)
+
+    async def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            await _close(conn)
+
     async def _execute(
         self,
         conn: AsyncConnection,
-        op: Callable[[AsyncConnection, Statements], Awaitable[_T]],
+        op: Callable[[_Session], Awaitable[_T]],
         tx: bool | Callable[[Features], bool],
     ) -> _T:
-        q = self._q or self._statements(conn)
+        db = self._db or self._database(conn)
         if self._sqlite and not conn.info.get(_SQLITE_READY):
             for pragma in _SQLITE_PRAGMAS:
                 await conn.exec_driver_sql(pragma)
             conn.info[_SQLITE_READY] = True
-        if tx is True or (tx is not False and tx(q.features)):
-            return await self._transaction(conn, q, op)
+        session = _Session(conn, db.q, db.x)
+        if tx is True or (tx is not False and tx(db.q.features)):
+            return await self._transaction(session, op)
         try:
-            return await op(conn, q)
+            return await op(session)
         except _Rollback as outcome:  # nothing to undo: one autocommit statement
             return cast("_T", outcome.value)
 
-    def _statements(self, conn: AsyncConnection) -> Statements:
+    def _database(self, conn: AsyncConnection) -> _Database:
         # Built after the first connect: only then does the dialect know MariaDB from MySQL.
-        self._q = Statements(Features.of(conn.dialect))
-        return self._q
+        self._db = _Database(Statements(Features.of(conn.dialect)), executor_for(conn.dialect))
+        return self._db
 
-    async def _transaction(
-        self,
-        conn: AsyncConnection,
-        q: Statements,
-        op: Callable[[AsyncConnection, Statements], Awaitable[_T]],
-    ) -> _T:
+    async def _transaction(self, session: _Session, op: Callable[[_Session], Awaitable[_T]]) -> _T:
+        conn = session.conn
         await conn.exec_driver_sql(self._begin)
         try:
-            result = await op(conn, q)
+            result = await op(session)
         except _Rollback as rollback:
             await _end(conn, "ROLLBACK")
             return cast("_T", rollback.value)
@@ -292,19 +376,29 @@ class SqlAlchemyStateStore:
         await _end(conn, "COMMIT")
         return result
 
-    async def _rowcount(
+    async def _count(
         self, what: str, stmt: Callable[[Statements], Executable], params: dict[str, Any]
     ) -> int:
-        async def op(conn: AsyncConnection, q: Statements) -> int:
-            return (await conn.execute(stmt(q), params)).rowcount
+        async def op(s: _Session) -> int:
+            return await s.count(stmt(s.q), params)
 
         return await self._run(what, op)
 
     async def _rows(
         self, what: str, stmt: Callable[[Statements], Executable], params: dict[str, Any]
+    ) -> Sequence[Sequence[Any]]:
+        async def op(s: _Session) -> Sequence[Sequence[Any]]:
+            return await s.rows(stmt(s.q), params)
+
+        return await self._run(what, op, write=False)
+
+    async def _adhoc_rows(
+        self, what: str, build: Callable[[Statements], Executable]
     ) -> Sequence[AnyRow]:
-        async def op(conn: AsyncConnection, q: Statements) -> Sequence[AnyRow]:
-            return (await conn.execute(stmt(q), params)).all()
+        """Rows of a statement built for this call only (through SQLAlchemy, never cached)."""
+
+        async def op(s: _Session) -> Sequence[AnyRow]:
+            return (await s.conn.execute(build(s.q))).all()
 
         return await self._run(what, op, write=False)
 
@@ -313,8 +407,8 @@ class SqlAlchemyStateStore:
     async def ensure_schema(self) -> None:
         """Create the missing durable tables and indexes (idempotent; touches nothing else)."""
 
-        async def op(conn: AsyncConnection, q: Statements) -> None:
-            await conn.run_sync(create_durable_tables)
+        async def op(s: _Session) -> None:
+            await s.conn.run_sync(create_durable_tables)
 
         await self._run("ensure_schema", op, tx=True)
 
@@ -326,9 +420,9 @@ class SqlAlchemyStateStore:
         rows = attribute_rows(run.id, run.attributes)
         mysql = self._mysql
 
-        async def op(conn: AsyncConnection, q: Statements) -> bool:
+        async def op(s: _Session) -> bool:
             try:
-                inserted = (await conn.execute(q.insert_run, params)).rowcount > 0
+                inserted = await s.count(s.q.insert_run, params) > 0
             except sa_exc.IntegrityError as exc:
                 if mysql and is_duplicate_key(exc):
                     raise _Rollback(False) from None
@@ -336,7 +430,7 @@ class SqlAlchemyStateStore:
             if not inserted:
                 raise _Rollback(False)
             if rows:
-                await conn.execute(q.insert_attributes, rows)
+                await s.conn.execute(s.q.insert_attributes, rows)
             return True
 
         return await self._run(f"create_run(run {run.id!r})", op, tx=bool(rows))
@@ -362,13 +456,14 @@ class SqlAlchemyStateStore:
             params["if_status"] = list(if_status)
         rows = attribute_rows(run_id, patch["attributes"]) if "attributes" in patch else None
 
-        async def op(conn: AsyncConnection, q: Statements) -> bool:
-            if (await conn.execute(q.update_run(keys, conditional), params)).rowcount == 0:
-                if (await conn.execute(q.run_exists, {"rid": run_id})).first() is None:
+        async def op(s: _Session) -> bool:
+            # Through SQLAlchemy: if_status is an expanding IN list.
+            if (await s.conn.execute(s.q.update_run(keys, conditional), params)).rowcount == 0:
+                if not await s.rows(s.q.run_exists, {"rid": run_id}):
                     raise RunNotFound(f"no run {run_id!r}")
                 raise _Rollback(False)
             if rows is not None:
-                await _replace_attributes(conn, q, run_id, rows)
+                await _replace_attributes(s, run_id, rows)
             return True
 
         return await self._run(f"update_run(run {run_id!r})", op, tx=rows is not None)
@@ -376,9 +471,9 @@ class SqlAlchemyStateStore:
     async def delete_run(self, run_id: str) -> None:
         """Delete the run, its checkpoints, waiters and attributes, in one transaction."""
 
-        async def op(conn: AsyncConnection, q: Statements) -> None:
-            for stmt in q.delete_run_rows:
-                await conn.execute(stmt, {"run_id": run_id})
+        async def op(s: _Session) -> None:
+            for stmt in s.q.delete_run_rows:
+                await s.count(stmt, {"run_id": run_id})
 
         await self._run(f"delete_run(run {run_id!r})", op, tx=True)
 
@@ -411,7 +506,7 @@ class SqlAlchemyStateStore:
                 .limit(query.limit + 1)
             )
 
-        rows = await self._rows("list_runs", build, {})
+        rows = await self._adhoc_rows("list_runs", build)
         page = [run_record(row) for row in rows[: query.limit]]
         more = len(rows) > query.limit
         return RunPage(runs=page, next_cursor=encode_cursor(page[-1]) if more and page else None)
@@ -451,13 +546,13 @@ class SqlAlchemyStateStore:
             params["owner"] = owner
         if not run_patch:
             if not fenced:
-                await self._rowcount(what, _upsert_cp, params)
+                await self._count(what, _upsert_cp, params)
                 return True
-            return await self._rowcount(what, _save_fenced, params) > 0
+            return await self._count(what, _save_fenced, params) > 0
         keys = frozenset(run_patch)
         if self._postgres and "attributes" not in keys:
             params.update(patch_params(run_patch))
-            written = await self._rowcount(what, lambda q: q.save_with_patch(keys, fenced), params)
+            written = await self._count(what, lambda q: q.save_with_patch(keys, fenced), params)
             if not written and not fenced:
                 raise RunNotFound(f"no run {run_id!r}")
             return written > 0
@@ -467,14 +562,14 @@ class SqlAlchemyStateStore:
             run_args["owner"] = owner
         rows = attribute_rows(run_id, run_patch["attributes"]) if "attributes" in keys else None
 
-        async def op(conn: AsyncConnection, q: Statements) -> bool:
-            if (await conn.execute(q.fenced_run_update(keys, fenced), run_args)).rowcount == 0:
+        async def op(s: _Session) -> bool:
+            if await s.count(s.q.fenced_run_update(keys, fenced), run_args) == 0:
                 if not fenced:
                     raise RunNotFound(f"no run {run_id!r}")
                 raise _Rollback(False)
             if rows is not None:
-                await _replace_attributes(conn, q, run_id, rows)
-            await conn.execute(q.upsert_checkpoint, params)
+                await _replace_attributes(s, run_id, rows)
+            await s.count(s.q.upsert_checkpoint, params)
             return True
 
         return await self._run(what, op, tx=True)
@@ -517,12 +612,12 @@ class SqlAlchemyStateStore:
     ) -> bool:
         """Claim the run: one conditional ``UPDATE`` whose row count decides."""
         params = {"rid": run_id, "owner": owner, "lease": lease_until, "now": now, "wall": utcnow()}
-        return await self._rowcount(f"try_lock_run(run {run_id!r})", _try_lock, params) > 0
+        return await self._count(f"try_lock_run(run {run_id!r})", _try_lock, params) > 0
 
     async def renew_run_lock(self, run_id: str, owner: str, lease_until: datetime) -> bool:
         """Extend ``owner``'s lease: one conditional ``UPDATE``."""
         params = {"rid": run_id, "owner": owner, "lease": lease_until}
-        return await self._rowcount(f"renew_run_lock(run {run_id!r})", _renew, params) > 0
+        return await self._count(f"renew_run_lock(run {run_id!r})", _renew, params) > 0
 
     async def release_run_lock(
         self, run_id: str, owner: str, **patch: Unpack[RunPatch]
@@ -543,11 +638,12 @@ class SqlAlchemyStateStore:
         params["rid"] = run_id
         params["owner"] = owner
 
-        async def op(conn: AsyncConnection, q: Statements) -> RunStatus | None:
-            result = await conn.execute(q.release(keys, suspend), params)
-            if q.features.returning:
-                row = result.first()
+        async def op(s: _Session) -> RunStatus | None:
+            stmt = s.q.release(keys, suspend)
+            if s.q.features.returning:
+                row = await s.first(stmt, params)
                 return None if row is None else cast("RunStatus", row[0])
+            result = await s.conn.execute(stmt, params)  # MySQL: the status in LAST_INSERT_ID
             return STATUSES[result.lastrowid - 1] if result.rowcount else None
 
         return await self._run(what, op)
@@ -557,22 +653,22 @@ class SqlAlchemyStateStore:
     ) -> RunStatus | None:
         rows = attribute_rows(run_id, patch["attributes"])
 
-        async def op(conn: AsyncConnection, q: Statements) -> RunStatus | None:
-            run = (await conn.execute(q.lock_run_state, {"rid": run_id})).first()
-            if run is None or run.locked_by != owner:
+        async def op(s: _Session) -> RunStatus | None:
+            run = await s.first(s.q.lock_run_state, {"rid": run_id})
+            if run is None or run[1] != owner:
                 raise _Rollback(None)
-            status = cast("RunStatus", run.status)
+            status = cast("RunStatus", run[0])
             if status == "running":
                 applied: RunPatch = {**patch}
-                if applied.get("status") == "suspended" and run.wake_requested:
+                if applied.get("status") == "suspended" and run[2]:
                     applied["status"] = "pending"
                     applied["wake_at"] = None
                 params = patch_params(applied)
                 params["rid"] = run_id
-                await conn.execute(q.update_run(frozenset(applied), False), params)
-                await _replace_attributes(conn, q, run_id, rows)
+                await s.count(s.q.update_run(frozenset(applied), False), params)
+                await _replace_attributes(s, run_id, rows)
                 status = applied.get("status", status)
-            await conn.execute(q.clear_lease, {"rid": run_id})
+            await s.count(s.q.clear_lease, {"rid": run_id})
             return status
 
         return await self._run(what, op, tx=True)
@@ -580,11 +676,12 @@ class SqlAlchemyStateStore:
     async def wake_run(self, run_id: str) -> bool:
         """Make a suspended run pending, or flag a running one: one ``UPDATE``."""
 
-        async def op(conn: AsyncConnection, q: Statements) -> bool:
-            result = await conn.execute(q.wake, {"rid": run_id, "wall": utcnow()})
-            if q.features.returning:
-                row = result.first()
+        async def op(s: _Session) -> bool:
+            params = {"rid": run_id, "wall": utcnow()}
+            if s.q.features.returning:
+                row = await s.first(s.q.wake, params)
                 return row is not None and row[0] == "pending"
+            result = await s.conn.execute(s.q.wake, params)  # MySQL: the status in LAST_INSERT_ID
             return bool(result.rowcount) and STATUSES[result.lastrowid - 1] == "pending"
 
         return await self._run(f"wake_run(run {run_id!r})", op)
@@ -594,19 +691,19 @@ class SqlAlchemyStateStore:
     async def put_signal_waiter(self, waiter: SignalWaiter) -> None:
         """Register the waiter: one upsert on the token."""
         params = {"token": waiter.token, "run_id": waiter.run_id, "seq": waiter.seq}
-        await self._rowcount(f"put_signal_waiter(token {waiter.token!r})", _put_waiter, params)
+        await self._count(f"put_signal_waiter(token {waiter.token!r})", _put_waiter, params)
 
     async def take_signal_waiter(self, token: str) -> SignalWaiter | None:
         """Delete and return the token's waiter: ``DELETE ... RETURNING`` (MySQL: row lock)."""
 
-        async def op(conn: AsyncConnection, q: Statements) -> SignalWaiter | None:
+        async def op(s: _Session) -> SignalWaiter | None:
             params = {"token": token}
-            if q.features.delete_returning:
-                row = (await conn.execute(q.take_waiter, params)).first()
+            if s.q.features.delete_returning:
+                row = await s.first(s.q.take_waiter, params)
             else:
-                row = (await conn.execute(q.lock_waiter, params)).first()
+                row = await s.first(s.q.lock_waiter, params)
                 if row is not None:
-                    await conn.execute(q.delete_waiter, params)
+                    await s.count(s.q.delete_waiter, params)
             return None if row is None else SignalWaiter(row[0], row[1], row[2])
 
         return await self._run(f"take_signal_waiter(token {token!r})", op, tx=_no_returning)
@@ -615,7 +712,7 @@ class SqlAlchemyStateStore:
         """Delete exactly this waiter (token, run id and seq all match)."""
         params = {"token": waiter.token, "run_id": waiter.run_id, "seq": waiter.seq}
         what = f"remove_signal_waiter(token {waiter.token!r})"
-        return await self._rowcount(what, _remove_waiter, params) > 0
+        return await self._count(what, _remove_waiter, params) > 0
 
     async def list_signal_waiters(self, prefix: str = "") -> list[SignalWaiter]:
         """Waiters whose token starts with ``prefix`` (case-sensitive), by token."""
@@ -630,15 +727,15 @@ class SqlAlchemyStateStore:
                 return stmt.where(W.token.op("GLOB")(escaped + "*"))
             return stmt.where(W.token.startswith(prefix, autoescape=True))
 
-        rows = await self._rows("list_signal_waiters", build, {})
+        rows = await self._adhoc_rows("list_signal_waiters", build)
         return [SignalWaiter(row[0], row[1], row[2]) for row in rows]
 
     async def buffer_signal(self, token: str, payload: JSONValue, now: datetime) -> int:
         """Append a signal to the token's FIFO: one ``INSERT``; returns its id."""
         params = {"token": token, "payload": payload, "created_at": now}
 
-        async def op(conn: AsyncConnection, q: Statements) -> int:
-            result = await conn.execute(q.insert_signal, params)
+        async def op(s: _Session) -> int:
+            result = await s.conn.execute(s.q.insert_signal, params)
             key = result.inserted_primary_key
             if key is None or key[0] is None:
                 raise StoreError(f"buffer_signal(token {token!r}): no id came back")
@@ -654,8 +751,8 @@ class SqlAlchemyStateStore:
         (no ``RETURNING``) locks the oldest row with ``SKIP LOCKED`` and deletes it.
         """
 
-        async def op(conn: AsyncConnection, q: Statements) -> BufferedSignal | None:
-            return await _take_oldest(conn, q, token)
+        async def op(s: _Session) -> BufferedSignal | None:
+            return await _take_oldest(s, token)
 
         return await self._run(f"take_buffered_signal(token {token!r})", op, tx=_no_returning)
 
@@ -676,9 +773,9 @@ class SqlAlchemyStateStore:
         what = f"pair_signal(token {token!r})"
         for _ in range(_PAIR_ROUNDS):
             rows = await self._rows(what, _peek_pair, {"token": token})
-            if not rows or not rows[0].buffered:
+            if not rows or not rows[0][2]:
                 return None
-            waiter = SignalWaiter(token, rows[0].run_id, rows[0].seq)
+            waiter = SignalWaiter(token, rows[0][0], rows[0][1])
             outcome = await self._run(what, _pair(waiter, now, holder), tx=True)
             if outcome is not _RETRY_PAIR:
                 return cast("SignalWaiter | None", outcome)
@@ -686,6 +783,28 @@ class SqlAlchemyStateStore:
 
 
 # -- module-level helpers (no per-call construction) ------------------------------------------
+
+
+def _clean_failure(exc: BaseException) -> bool:
+    """The call failed but its connection is as good as before (nothing left open)."""
+    if isinstance(exc, DurableError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return not exc.connection_invalidated and not isinstance(exc, sa_exc.InterfaceError)
+    return isinstance(exc, sa_exc.StatementError)  # refused before reaching the database
+
+
+async def _close(conn: AsyncConnection, *, invalidate: bool = False) -> None:
+    """Hand the connection back to the pool (discarding it first when ``invalidate``).
+
+    Shielded: a cancelled call still hands its connection back. Bounded: a connection whose
+    driver died cannot hang its caller.
+    """
+    with anyio.move_on_after(_CLEANUP_SECONDS, shield=True):
+        if invalidate:
+            with contextlib.suppress(Exception):  # a dead connection may fail to say so
+                await conn.invalidate()
+        await conn.close()
 
 
 async def _end(conn: AsyncConnection, statement: str) -> None:
@@ -703,37 +822,37 @@ def _no_returning(features: Features) -> bool:
     return not features.delete_returning
 
 
-async def _replace_attributes(
-    conn: AsyncConnection, q: Statements, run_id: str, rows: list[dict[str, Any]]
-) -> None:
-    await conn.execute(q.delete_attributes, {"run_id": run_id})
+async def _replace_attributes(s: _Session, run_id: str, rows: list[dict[str, Any]]) -> None:
+    await s.count(s.q.delete_attributes, {"run_id": run_id})
     if rows:
-        await conn.execute(q.insert_attributes, rows)
+        await s.conn.execute(s.q.insert_attributes, rows)  # executemany: through SQLAlchemy
 
 
-async def _take_oldest(conn: AsyncConnection, q: Statements, token: str) -> BufferedSignal | None:
+async def _take_oldest(s: _Session, token: str) -> BufferedSignal | None:
     params = {"token": token}
-    row: AnyRow | None
-    if q.take_signal is not None:
-        row = (await conn.execute(q.take_signal, params)).first()
+    row: Sequence[Any] | None
+    if s.q.take_signal is not None:
+        row = await s.first(s.q.take_signal, params)
     else:  # in a transaction: lock the oldest unlocked row, then delete it
-        row = (await conn.execute(q.lock_oldest_signal, params)).first()
+        row = await s.first(s.q.lock_oldest_signal, params)
         if row is not None:
-            await conn.execute(q.delete_signal, {"sid": row[0]})
+            await s.count(s.q.delete_signal, {"sid": row[0]})
     return None if row is None else BufferedSignal(int(row[0]), row[1], row[2], row[3])
 
 
 def _pair(
     waiter: SignalWaiter, now: datetime, holder: str | None
-) -> Callable[[AsyncConnection, Statements], Awaitable[object]]:
-    async def op(conn: AsyncConnection, q: Statements) -> object:
-        run = (await conn.execute(q.lock_run_state, {"rid": waiter.run_id})).first()
+) -> Callable[[_Session], Awaitable[object]]:
+    async def op(s: _Session) -> object:
+        q = s.q
+        run = await s.first(q.lock_run_state, {"rid": waiter.run_id})
         exact = {"token": waiter.token, "run_id": waiter.run_id, "seq": waiter.seq}
-        if (await conn.execute(q.remove_waiter, exact)).rowcount == 0:
+        if await s.count(q.remove_waiter, exact) == 0:
             raise _Rollback(_RETRY_PAIR)  # taken or replaced meanwhile: look again
-        if run is None or run.status in TERMINAL_STATUSES:
+        if run is None or run[0] in TERMINAL_STATUSES:
             return None  # the waiter goes, the signal stays buffered
-        signal = await _take_oldest(conn, q, waiter.token)
+        status, locked_by = run[0], run[1]
+        signal = await _take_oldest(s, waiter.token)
         if signal is None:
             raise _Rollback(None)
         checkpoint = CheckpointRecord(
@@ -748,11 +867,11 @@ def _pair(
             output=signal.payload,
             attempts=1,
         )
-        await conn.execute(q.upsert_checkpoint, checkpoint_params(checkpoint))
-        if run.status == "suspended":
-            await conn.execute(q.wake_suspended, {"rid": waiter.run_id, "wall": utcnow()})
-        elif run.status == "running" and (holder is None or run.locked_by != holder):
-            await conn.execute(q.flag_wake, {"rid": waiter.run_id})
+        await s.count(q.upsert_checkpoint, checkpoint_params(checkpoint))
+        if status == "suspended":
+            await s.count(q.wake_suspended, {"rid": waiter.run_id, "wall": utcnow()})
+        elif status == "running" and (holder is None or locked_by != holder):
+            await s.count(q.flag_wake, {"rid": waiter.run_id})
         return waiter
 
     return op
