@@ -1,12 +1,22 @@
-"""Counting what a store does: SQL statements (SQLAlchemy events) and store method calls."""
+"""Counting what a store does: SQL statements (SQLAlchemy events) and store method calls.
+
+A cursor-execute listener makes ``SqlAlchemyStateStore`` run every statement through
+SQLAlchemy (so that listeners see them all), which is slower than its direct driver path.
+Durable's scenarios therefore count in a pass of their own (``SqlCounter.counting``) and time
+in another pass with no listener attached.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import sys
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class SqlCounter:
@@ -20,6 +30,7 @@ class SqlCounter:
         self.checkpoint_reads = 0
         self.attached = False
         self.samples: Counter[str] = Counter()
+        self._engines: list[Any] = []
 
     def reset(self) -> None:
         self.statements = 0
@@ -43,14 +54,31 @@ class SqlCounter:
         from sqlalchemy.engine import Engine as SyncEngine
         from sqlalchemy.ext.asyncio import AsyncEngine
 
-        seen: set[int] = set()
         for value in _attributes(owner):
             engine = value.sync_engine if isinstance(value, AsyncEngine) else value
-            if isinstance(engine, SyncEngine) and id(engine) not in seen:
-                seen.add(id(engine))
+            if isinstance(engine, SyncEngine) and all(engine is not e for e in self._engines):
+                self._engines.append(engine)
                 event.listen(engine, "before_cursor_execute", self._on_execute)
-        self.attached = bool(seen)
+        self.attached = bool(self._engines)
         return self.attached
+
+    def detach(self) -> None:
+        """Stop listening (``attached`` stays as it was: it says whether counts exist)."""
+        from sqlalchemy import event
+
+        for engine in self._engines:
+            event.remove(engine, "before_cursor_execute", self._on_execute)
+        self._engines.clear()
+
+    @contextlib.contextmanager
+    def counting(self, owner: object) -> Iterator[SqlCounter]:
+        """Count from zero while the block runs; listen on ``owner``'s engines only then."""
+        self.attach(owner)
+        self.reset()
+        try:
+            yield self
+        finally:
+            self.detach()
 
 
 def _attributes(owner: object) -> list[Any]:

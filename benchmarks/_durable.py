@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 POLL = 0.05  # seconds: the workers' polling fallback (DBOS queues are given the same)
+_COUNTED_WORKFLOWS = 20  # workflows per step count in the statement-counting pass
 
 
 @step(name="noop")
@@ -79,20 +81,23 @@ async def _run_one(engine: Engine, wf: Any, arg: object) -> None:
 async def _steps(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     store = make_store(target)
     sql = SqlCounter()
-    sql.attach(store)
     out: dict[str, Any] = {}
     async with _engine(store) as engine:
         for _ in range(p["warmup"]):
             await _run_one(engine, steps_wf, 10)
         for n in (1, 10):
-            sql.reset()
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(p["workflows"]):
                 await _run_one(engine, steps_wf, n)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             out[f"wf{n}_us"] = wall / p["workflows"] * 1e6
             out[f"wf{n}_cpu_us"] = cpu / p["workflows"] * 1e6
-            out[f"wf{n}_statements"] = sql.statements / p["workflows"]
+        counted = min(p["workflows"], _COUNTED_WORKFLOWS)
+        for n in (1, 10):
+            with sql.counting(store):
+                for _ in range(counted):
+                    await _run_one(engine, steps_wf, n)
+            out[f"wf{n}_statements"] = sql.statements / counted
     await store.aclose()
     out["step_us"] = (out["wf10_us"] - out["wf1_us"]) / 9
     out["step_cpu_us"] = (out["wf10_cpu_us"] - out["wf1_cpu_us"]) / 9
@@ -100,7 +105,7 @@ async def _steps(target: Target, p: dict[str, Any]) -> dict[str, Any]:
         out["step_statements"] = (out["wf10_statements"] - out["wf1_statements"]) / 9
     else:
         del out["wf1_statements"], out["wf10_statements"]
-    out["completed"] = p["warmup"] + 2 * p["workflows"]
+    out["completed"] = p["warmup"] + 2 * (p["workflows"] + counted)
     return out
 
 
@@ -111,27 +116,31 @@ async def _replay(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     counted = CountingStore(make_store(target))
     store = cast("StateStore", counted)
     sql = SqlCounter()
-    sql.attach(counted._inner)
     out: dict[str, Any] = {"completed": 0}
     async with _engine(store) as engine:
         for n in p["replay_steps"]:
-            handle = await engine.start(replay_wf, n)
-            run = await engine.wait_for_run(handle.run_id, timeout=600)
-            if run.status != "suspended":
-                raise RuntimeError(f"replay run {run.id} is {run.status}, not suspended")
-            sql.reset()
-            counted.calls.clear()
-            t0 = time.perf_counter()
-            await engine.signal(f"go:{handle.run_id}")
-            run = await engine.wait_for_run(handle.run_id, until="terminal", timeout=600)
-            out[f"n{n}_ms"] = (time.perf_counter() - t0) * 1e3
-            if run.status != "completed":
-                raise RuntimeError(f"replay run {run.id} ended {run.status}")
-            out["completed"] += 1
-            out[f"n{n}_store_calls"] = counted.total
-            out[f"n{n}_checkpoint_reads"] = counted.checkpoint_reads
-            if sql.attached:
-                out[f"n{n}_statements"] = sql.statements
+            for counting in (True, False):  # statements in one pass, time in another
+                handle = await engine.start(replay_wf, n)
+                run = await engine.wait_for_run(handle.run_id, timeout=600)
+                if run.status != "suspended":
+                    raise RuntimeError(f"replay run {run.id} is {run.status}, not suspended")
+                counter = sql.counting(counted._inner) if counting else contextlib.nullcontext()
+                with counter:
+                    counted.calls.clear()
+                    t0 = time.perf_counter()
+                    await engine.signal(f"go:{handle.run_id}")
+                    run = await engine.wait_for_run(handle.run_id, until="terminal", timeout=600)
+                    elapsed = time.perf_counter() - t0
+                if run.status != "completed":
+                    raise RuntimeError(f"replay run {run.id} ended {run.status}")
+                out["completed"] += 1
+                if not counting:
+                    out[f"n{n}_ms"] = elapsed * 1e3
+                    continue
+                out[f"n{n}_store_calls"] = counted.total
+                out[f"n{n}_checkpoint_reads"] = counted.checkpoint_reads
+                if sql.attached:
+                    out[f"n{n}_statements"] = sql.statements
     await counted._inner.aclose()
     return out
 
@@ -143,40 +152,49 @@ async def _signals(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     counted = CountingStore(make_store(target))
     store = cast("StateStore", counted)
     sql = SqlCounter()
-    sql.attach(counted._inner)
     n = p["signals"]
     out: dict[str, Any] = {}
+    ok = True
     async with _engine(store) as engine:
         await _run_one(engine, steps_wf, 1)  # warm up
-        # burst: start the run, send every signal back to back, wait for the end
-        sql.reset()
-        counted.calls.clear()
-        t0 = time.perf_counter()
-        handle = await engine.start(signals_wf, n)
-        for i in range(n):
-            await engine.signal(f"sig:{handle.run_id}", i)
-        run = await engine.wait_for_run(handle.run_id, until="terminal", timeout=600)
-        out["burst_ms"] = (time.perf_counter() - t0) * 1e3
-        out["burst_store_calls"] = counted.total
-        if sql.attached:
-            out["burst_statements"] = sql.statements
-        ok = run.status == "completed"
-        # one at a time: each signal wakes a suspended run, which replays and parks again
-        handle = await engine.start(signals_wf, n)
-        await engine.wait_for_run(handle.run_id, timeout=60)
-        sql.reset()
-        counted.calls.clear()
-        t0 = time.perf_counter()
-        for i in range(n):
-            await engine.signal(f"sig:{handle.run_id}", i)
-            run = await engine.wait_for_run(handle.run_id, timeout=60)
-        out["serial_ms"] = (time.perf_counter() - t0) * 1e3
-        out["serial_store_calls"] = counted.total
-        if sql.attached:
-            out["serial_statements"] = sql.statements
-        ok = ok and run.status == "completed"
+        for counting in (True, False):  # statements in one pass, time in another
+            counter = sql.counting(counted._inner) if counting else contextlib.nullcontext()
+            # burst: start the run, send every signal back to back, wait for the end
+            with counter:
+                counted.calls.clear()
+                t0 = time.perf_counter()
+                handle = await engine.start(signals_wf, n)
+                for i in range(n):
+                    await engine.signal(f"sig:{handle.run_id}", i)
+                run = await engine.wait_for_run(handle.run_id, until="terminal", timeout=600)
+                elapsed = time.perf_counter() - t0
+            ok = ok and run.status == "completed"
+            if counting:
+                out["burst_store_calls"] = counted.total
+                if sql.attached:
+                    out["burst_statements"] = sql.statements
+            else:
+                out["burst_ms"] = elapsed * 1e3
+            # one at a time: each signal wakes a suspended run, which replays and parks again
+            handle = await engine.start(signals_wf, n)
+            await engine.wait_for_run(handle.run_id, timeout=60)
+            counter = sql.counting(counted._inner) if counting else contextlib.nullcontext()
+            with counter:
+                counted.calls.clear()
+                t0 = time.perf_counter()
+                for i in range(n):
+                    await engine.signal(f"sig:{handle.run_id}", i)
+                    run = await engine.wait_for_run(handle.run_id, timeout=60)
+                elapsed = time.perf_counter() - t0
+            ok = ok and run.status == "completed"
+            if counting:
+                out["serial_store_calls"] = counted.total
+                if sql.attached:
+                    out["serial_statements"] = sql.statements
+            else:
+                out["serial_ms"] = elapsed * 1e3
     await counted._inner.aclose()
-    out["completed"] = 2 if ok else 0
+    out["completed"] = 4 if ok else 0
     return out
 
 

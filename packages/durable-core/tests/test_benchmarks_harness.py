@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -47,19 +49,21 @@ def _check_durable(summary: dict[str, Any], *, real_db: bool) -> None:
     assert steps["step_cpu_us"] > 0
     assert steps["completed"] > 0
     replay = summary["replay"]["durable"]
-    assert replay["completed"] == 2
+    assert replay["completed"] == 4  # two sizes, each counted in one pass and timed in another
     for n in (10, 100):
         assert replay[f"n{n}_ms"] > 0
         assert replay[f"n{n}_checkpoint_reads"] >= 1
     signals = summary["signals"]["durable"]
-    assert signals["completed"] == 2
+    assert signals["completed"] == 4
     assert signals["burst_ms"] > 0
     assert signals["serial_ms"] > 0
     throughput = summary["throughput_w1"]["durable"]
     assert throughput["workflows_per_s"] > 0
     assert throughput["completed"] == 20
     if real_db:
-        assert steps["step_statements"] > 0
+        # One durable write per completed step; the poller's ticks during the longer
+        # workflows add a little to the marginal count.
+        assert steps["step_statements"] == pytest.approx(1, abs=0.25)
         assert replay["n10_statements"] > 0
         floor = summary["floor"]["raw"]
         assert floor["sync_us"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from durable.core import (
 )
 from durable.stores.sqlalchemy import SqlAlchemyStateStore
 from durable.stores.sqlalchemy import store as store_module
-from durable.stores.sqlalchemy._direct import ViaSqlAlchemy
+from durable.stores.sqlalchemy._direct import _DRIVER_KEY, ViaSqlAlchemy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -170,6 +171,33 @@ async def test_asyncpg_and_aiosqlite_run_fixed_statements_on_the_driver(
     assert store._db is not None
     direct = store.engine.dialect.driver in ("asyncpg", "aiosqlite")
     assert isinstance(store._db.x, ViaSqlAlchemy) is not direct
+    [(kept, _)] = store._idle
+    assert (_DRIVER_KEY in kept.info) is direct  # only direct execution looks the driver up
+
+
+async def test_cursor_listeners_see_every_statement(store: SqlAlchemyStateStore) -> None:
+    seen: list[str] = []
+
+    def on_execute(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", on_execute)
+    await store.create_run(run("r1"))
+    assert await store.get_run("r1") is not None
+    assert [sql.split()[0] for sql in seen if "durable_workflow_runs" in sql] == [
+        "INSERT",
+        "SELECT",
+    ]
+
+
+async def test_an_echoing_engine_logs_every_statement(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"):
+        async with SqlAlchemyStateStore.from_url(url, echo=True) as store:
+            await store.ensure_schema()
+            await store.get_run("r1")
+    assert any("FROM durable_workflow_runs" in record.getMessage() for record in caplog.records)
 
 
 async def test_direct_statements_report_errors_as_the_core_types(url: str) -> None:

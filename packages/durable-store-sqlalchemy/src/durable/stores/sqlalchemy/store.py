@@ -41,7 +41,7 @@ from durable.stores.sqlalchemy._convert import (
     run_record,
     utcnow,
 )
-from durable.stores.sqlalchemy._direct import Executor, executor_for
+from durable.stores.sqlalchemy._direct import Executor, ViaSqlAlchemy, executor_for
 from durable.stores.sqlalchemy._errors import is_duplicate_key, is_retryable, translate
 from durable.stores.sqlalchemy._schema import create_durable_tables
 from durable.stores.sqlalchemy._statements import (
@@ -82,6 +82,7 @@ _BEGIN = {"postgresql": "BEGIN", "mysql": "START TRANSACTION", "sqlite": "BEGIN 
 _RETRY_PAIR = object()
 _CLEANUP_SECONDS = 15
 """How long a cancelled call may spend ending its transaction and returning its connection."""
+_VIA_SQLALCHEMY = ViaSqlAlchemy()
 _KEEP_IDLE_SECONDS = 10.0
 """A kept connection unused for longer goes back to the pool instead of serving a call."""
 
@@ -349,13 +350,23 @@ class SqlAlchemyStateStore:
             for pragma in _SQLITE_PRAGMAS:
                 await conn.exec_driver_sql(pragma)
             conn.info[_SQLITE_READY] = True
-        session = _Session(conn, db.q, db.x)
+        session = _Session(conn, db.q, _VIA_SQLALCHEMY if self._observed() else db.x)
         if tx is True or (tx is not False and tx(db.q.features)):
             return await self._transaction(session, op)
         try:
             return await op(session)
         except _Rollback as outcome:  # nothing to undo: one autocommit statement
             return cast("_T", outcome.value)
+
+    def _observed(self) -> bool:
+        """The engine logs SQL or has cursor-execute listeners (OpenTelemetry, SQL counters).
+
+        Then every statement goes through SQLAlchemy, so they see each one; statements run
+        directly on the driver would pass them by.
+        """
+        sync = self.engine.sync_engine
+        events = sync.dispatch
+        return bool(sync.echo or events.before_cursor_execute or events.after_cursor_execute)
 
     def _database(self, conn: AsyncConnection) -> _Database:
         # Built after the first connect: only then does the dialect know MariaDB from MySQL.
