@@ -17,7 +17,7 @@ from durable.core import Engine, StateStore, WorkflowCtx, WorkflowDef, step, wor
 from durable.transports.inprocess import InProcessTransport
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 POLL = 0.05  # seconds: the workers' polling fallback (DBOS queues are given the same)
 _COUNTED_WORKFLOWS = 20  # workflows per step count in the statement-counting pass
@@ -112,35 +112,43 @@ async def _steps(target: Target, p: dict[str, Any]) -> dict[str, Any]:
 # -- replay --------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _measured(
+    out: dict[str, Any], key: str, counting: bool, counted: CountingStore, sql: SqlCounter
+) -> Iterator[None]:
+    """Record the block as ``<key>_*``: counted (statements, store calls) or timed, not both."""
+    counter = sql.counting(counted._inner) if counting else contextlib.nullcontext()
+    with counter:
+        counted.calls.clear()
+        t0 = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - t0
+    if not counting:
+        out[f"{key}_ms"] = elapsed * 1e3
+        return
+    out[f"{key}_store_calls"] = counted.total
+    out[f"{key}_checkpoint_reads"] = counted.checkpoint_reads
+    if sql.attached:
+        out[f"{key}_statements"] = sql.statements
+
+
 async def _replay(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     counted = CountingStore(make_store(target))
-    store = cast("StateStore", counted)
     sql = SqlCounter()
     out: dict[str, Any] = {"completed": 0}
-    async with _engine(store) as engine:
+    async with _engine(cast("StateStore", counted)) as engine:
         for n in p["replay_steps"]:
             for counting in (True, False):  # statements in one pass, time in another
                 handle = await engine.start(replay_wf, n)
                 run = await engine.wait_for_run(handle.run_id, timeout=600)
                 if run.status != "suspended":
                     raise RuntimeError(f"replay run {run.id} is {run.status}, not suspended")
-                counter = sql.counting(counted._inner) if counting else contextlib.nullcontext()
-                with counter:
-                    counted.calls.clear()
-                    t0 = time.perf_counter()
+                with _measured(out, f"n{n}", counting, counted, sql):
                     await engine.signal(f"go:{handle.run_id}")
                     run = await engine.wait_for_run(handle.run_id, until="terminal", timeout=600)
-                    elapsed = time.perf_counter() - t0
                 if run.status != "completed":
                     raise RuntimeError(f"replay run {run.id} ended {run.status}")
                 out["completed"] += 1
-                if not counting:
-                    out[f"n{n}_ms"] = elapsed * 1e3
-                    continue
-                out[f"n{n}_store_calls"] = counted.total
-                out[f"n{n}_checkpoint_reads"] = counted.checkpoint_reads
-                if sql.attached:
-                    out[f"n{n}_statements"] = sql.statements
     await counted._inner.aclose()
     return out
 
@@ -150,51 +158,28 @@ async def _replay(target: Target, p: dict[str, Any]) -> dict[str, Any]:
 
 async def _signals(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     counted = CountingStore(make_store(target))
-    store = cast("StateStore", counted)
     sql = SqlCounter()
     n = p["signals"]
-    out: dict[str, Any] = {}
-    ok = True
-    async with _engine(store) as engine:
+    out: dict[str, Any] = {"completed": 0}
+    async with _engine(cast("StateStore", counted)) as engine:
         await _run_one(engine, steps_wf, 1)  # warm up
         for counting in (True, False):  # statements in one pass, time in another
-            counter = sql.counting(counted._inner) if counting else contextlib.nullcontext()
             # burst: start the run, send every signal back to back, wait for the end
-            with counter:
-                counted.calls.clear()
-                t0 = time.perf_counter()
+            with _measured(out, "burst", counting, counted, sql):
                 handle = await engine.start(signals_wf, n)
                 for i in range(n):
                     await engine.signal(f"sig:{handle.run_id}", i)
                 run = await engine.wait_for_run(handle.run_id, until="terminal", timeout=600)
-                elapsed = time.perf_counter() - t0
-            ok = ok and run.status == "completed"
-            if counting:
-                out["burst_store_calls"] = counted.total
-                if sql.attached:
-                    out["burst_statements"] = sql.statements
-            else:
-                out["burst_ms"] = elapsed * 1e3
+            out["completed"] += run.status == "completed"
             # one at a time: each signal wakes a suspended run, which replays and parks again
             handle = await engine.start(signals_wf, n)
             await engine.wait_for_run(handle.run_id, timeout=60)
-            counter = sql.counting(counted._inner) if counting else contextlib.nullcontext()
-            with counter:
-                counted.calls.clear()
-                t0 = time.perf_counter()
+            with _measured(out, "serial", counting, counted, sql):
                 for i in range(n):
                     await engine.signal(f"sig:{handle.run_id}", i)
                     run = await engine.wait_for_run(handle.run_id, timeout=60)
-                elapsed = time.perf_counter() - t0
-            ok = ok and run.status == "completed"
-            if counting:
-                out["serial_store_calls"] = counted.total
-                if sql.attached:
-                    out["serial_statements"] = sql.statements
-            else:
-                out["serial_ms"] = elapsed * 1e3
+            out["completed"] += run.status == "completed"
     await counted._inner.aclose()
-    out["completed"] = 4 if ok else 0
     return out
 
 
