@@ -194,3 +194,21 @@ async def test_two_stores_on_one_sqlite_file_never_both_win(tmp_path: Path) -> N
         finally:
             await first.aclose()
             await second.aclose()
+
+
+@pytest.mark.parametrize("db", ["sqlite"])
+async def test_the_poller_finds_pairable_tokens_without_scanning_every_waiter(
+    store: SqlAlchemyStateStore,
+) -> None:
+    # The poller asks on every tick; a waiter row exists for every parked run.
+    await store.get_run("warm-up")
+    assert store._db is not None
+    sql = str(store._db.q.pairable_tokens.compile(dialect=store.engine.dialect))
+
+    async def plan(s: Any) -> list[str]:
+        rows = (await s.conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", (10, 0))).all()
+        return [row[-1] for row in rows]
+
+    steps = await store._run("plan", plan, write=False)
+    assert any("durable_signal_waiters" in step for step in steps)
+    assert not any(step.startswith("SCAN durable_signal_waiters") for step in steps), steps

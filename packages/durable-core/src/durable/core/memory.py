@@ -312,7 +312,9 @@ class InMemoryStateStore:
     async def list_pairable_tokens(self, limit: int) -> list[str]:
         """Tokens with both a waiter and a buffered signal."""
         await anyio.lowlevel.checkpoint()
-        return sorted(t for t in self._waiters if self._buffered.get(t))[:limit]
+        return sorted(t for t, queue in self._buffered.items() if queue and t in self._waiters)[
+            :limit
+        ]
 
     async def pair_signal(
         self, token: str, now: datetime, *, holder: str | None = None

@@ -342,10 +342,12 @@ class Statements:
             W.seq,
             exists().where(B.token == P_TOKEN).label("buffered"),
         ).where(W.token == P_TOKEN)
+        # From the buffered signals (few) to the waiters (one per parked run: maybe millions).
         self.pairable_tokens = (
-            select(W.token)
-            .where(exists().where(B.token == W.token))
-            .order_by(W.token)
+            select(B.token)
+            .distinct()
+            .where(exists().where(W.token == B.token))
+            .order_by(B.token)
             .limit(P_LIMIT)
         )
         self.insert_signal = insert(buffered_signals)

@@ -1,10 +1,11 @@
 """``SqlAlchemyStateStore``: the StateStore protocol on SQLAlchemy 2 Core, async.
 
-Every call checks out an autocommit connection and runs one statement whose ``WHERE`` or
-``RETURNING`` decides the outcome. The few calls that need more (``pair_signal``,
-``delete_run``, a patch that rewrites attributes) run one explicit transaction (``BEGIN
-IMMEDIATE`` on SQLite) that locks the run row first. No transaction stays open while code
-outside the store runs.
+Every call runs on an autocommit connection (one the store kept from an earlier call, or a
+new checkout) and runs one statement whose ``WHERE`` or ``RETURNING`` decides the outcome.
+The few calls that need more (``pair_signal``, ``delete_run``, a patch that rewrites
+attributes) run one explicit transaction (``BEGIN IMMEDIATE`` on SQLite) that locks the run
+row first. No transaction stays open while code outside the store runs. Fixed statements run
+on the driver connection directly where ``_direct`` can (asyncpg, aiosqlite).
 """
 
 from __future__ import annotations
