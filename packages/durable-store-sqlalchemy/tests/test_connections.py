@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from durable.core import (
@@ -141,35 +141,47 @@ async def test_a_kept_connection_the_server_ended_is_replaced_without_an_error(
 
 
 @pytest.mark.parametrize("db", ["postgres"])
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 async def test_a_connection_lost_mid_call_is_an_error_and_the_next_call_works(
-    store: SqlAlchemyStateStore, url: str
+    url: str, driver: str
 ) -> None:
-    await store.create_run(run("r1"))
-    async with anyio.create_task_group() as tg:  # two reads at once: two kept connections
-        tg.start_soon(store.get_run, "r1")
-        tg.start_soon(store.get_run, "r1")
-    assert len(store._idle) == 2
-    pid = (await kept_driver(store)).get_server_pid()  # the next call takes this one
+    async with SqlAlchemyStateStore.from_url(
+        make_url(url).set(drivername=f"postgresql+{driver}")
+    ) as store:
+        await store.ensure_schema()
+        await store.create_run(run("r1"))
+        async with anyio.create_task_group() as tg:  # two reads at once: two kept connections
+            tg.start_soon(store.get_run, "r1")
+            tg.start_soon(store.get_run, "r1")
+        assert len(store._idle) == 2
+        # The next call takes the most recently kept connection.
+        raw = (await store._idle[-1][0].get_raw_connection()).driver_connection
+        assert raw is not None
+        pid = raw.get_server_pid() if driver == "asyncpg" else raw.info.backend_pid
 
-    async def slow(s: Any) -> None:
-        await s.conn.exec_driver_sql("SELECT pg_sleep(30)")
+        blocker = create_async_engine(url)
+        try:
+            async with blocker.connect() as other, other.begin():
+                # Hold the run row, so the claim's UPDATE waits on it until its session ends.
+                await other.execute(
+                    text("SELECT id FROM durable_workflow_runs WHERE id = 'r1' FOR UPDATE")
+                )
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(partial(terminate, url, pid, after=0.3))
+                    with pytest.raises(StoreUnavailableError, match="try_lock_run"):
+                        await store.try_lock_run("r1", "w1", NOW + timedelta(seconds=30), NOW)
+        finally:
+            await blocker.dispose()
+        assert store._idle == []  # the other kept connection went too: likely gone as well
+        assert await store.try_lock_run("r1", "w1", NOW + timedelta(seconds=30), NOW)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(terminate, url, pid, after=0.3))
-        with pytest.raises(StoreUnavailableError, match="slow read"):
-            await store._run("slow read", slow, write=False)
-    assert store._idle == []  # the other kept connection went too: it is likely gone as well
-    got = await store.get_run("r1")
-    assert got is not None
-    assert got.id == "r1"
 
-
-async def test_asyncpg_and_aiosqlite_run_fixed_statements_on_the_driver(
+async def test_fixed_statements_run_on_the_driver_except_on_mysql(
     store: SqlAlchemyStateStore,
 ) -> None:
     await store.get_run("r1")
     assert store._db is not None
-    direct = store.engine.dialect.driver in ("asyncpg", "aiosqlite")
+    direct = store.engine.dialect.driver in ("asyncpg", "psycopg", "aiosqlite")
     assert isinstance(store._db.x, ViaSqlAlchemy) is not direct
     [(kept, _)] = store._idle
     assert (_DRIVER_KEY in kept.info) is direct  # only direct execution looks the driver up

@@ -7,16 +7,17 @@ would apply them. What is skipped is the per-call machinery around the driver ca
 into a greenlet, the execution context and the result object, which cost 100 to 220 µs per
 statement on this project's benchmark machine, more than an SQLite commit.
 
-Direct execution exists for asyncpg and aiosqlite, the drivers the benchmarks measure. Every
-other driver (psycopg, asyncmy, aiomysql) runs the same statements through SQLAlchemy
-(:class:`ViaSqlAlchemy`); the conformance suite runs both kinds.
+Direct execution exists for asyncpg, psycopg 3 and aiosqlite. The MySQL drivers (asyncmy,
+aiomysql) run the same statements through SQLAlchemy (:class:`ViaSqlAlchemy`), as every driver
+does while the engine echoes SQL or has cursor listeners; the conformance suite runs both
+kinds.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
 
 from sqlalchemy import exc as sa_exc
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.compiler import SQLCompiler
 
 _DRIVER_KEY = "durable_driver_connection"
+
+Args: TypeAlias = "list[Any] | dict[str, Any]"
+"""A statement's arguments: positional, or by name for drivers with named placeholders."""
 
 
 class Executor(Protocol):
@@ -76,23 +80,28 @@ class _Plan:
     """One statement compiled for one dialect, with its value processing."""
 
     sql: str
-    slots: tuple[tuple[str | None, Any, Callable[[Any], Any] | None], ...]
-    """Per positional parameter: (parameter name, None, processor) for a value the caller
-    passes, or (None, processed constant, None) for a literal SQLAlchemy bound itself."""
+    slots: tuple[tuple[str, str | None, Any, Callable[[Any], Any] | None], ...]
+    """Per parameter, in placeholder order: (placeholder name, parameter name, None,
+    processor) for a value the caller passes, or (placeholder name, None, processed constant,
+    None) for a literal that SQLAlchemy bound itself."""
     results: tuple[Callable[[Any], Any] | None, ...] | None
     """Per result column, its processor; None when no column needs one."""
+    named: bool
+    """Placeholders are named (``%(name)s``): arguments go as a dict, not a list."""
 
-    def bind(self, params: Mapping[str, Any]) -> list[Any]:
-        """The positional arguments for ``params``."""
-        args: list[Any] = []
-        for name, constant, process in self.slots:
+    def bind(self, params: Mapping[str, Any]) -> list[Any] | dict[str, Any]:
+        """The driver's arguments for ``params``."""
+        values: list[Any] = []
+        for _, name, constant, process in self.slots:
             if name is None:
-                args.append(constant)
+                values.append(constant)
             elif process is None:
-                args.append(params[name])
+                values.append(params[name])
             else:
-                args.append(process(params[name]))
-        return args
+                values.append(process(params[name]))
+        if self.named:
+            return {slot[0]: value for slot, value in zip(self.slots, values, strict=True)}
+        return values
 
     def load(self, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
         """Rows with each column's result processor applied."""
@@ -108,20 +117,22 @@ class _Plan:
 def _compile(stmt: Executable, dialect: Dialect) -> _Plan:
     compiled = cast("SQLCompiler", cast("ClauseElement", stmt).compile(dialect=dialect))
     sql = str(compiled)
-    if "__[POSTCOMPILE" in sql or not compiled.positional or compiled.positiontup is None:
+    if "__[POSTCOMPILE" in sql:
         raise ValueError(f"statement cannot run directly on the driver: {sql}")
-    slots: list[tuple[str | None, Any, Callable[[Any], Any] | None]] = []
-    for name in compiled.positiontup:
+    named = not compiled.positional
+    names = list(compiled.binds) if named else list(compiled.positiontup or ())
+    slots: list[tuple[str, str | None, Any, Callable[[Any], Any] | None]] = []
+    for name in names:
         param = compiled.binds[name]
         process = param.type.dialect_impl(dialect).bind_processor(dialect)
         if param.required:
-            slots.append((name, None, process))
+            slots.append((name, param.key, None, process))
         else:
             value = param.effective_value
-            slots.append((None, value if process is None else process(value), None))
+            slots.append((name, None, value if process is None else process(value), None))
     columns = getattr(stmt, "exported_columns", ())
     results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
-    return _Plan(sql, tuple(slots), results if any(results) else None)
+    return _Plan(sql, tuple(slots), results if any(results) else None, named)
 
 
 class _Direct(ABC):
@@ -180,11 +191,11 @@ class _Direct(ABC):
         return cast("sa_exc.DBAPIError", wrapped)
 
     @abstractmethod
-    async def _execute(self, driver: Any, sql: str, args: list[Any]) -> int:
+    async def _execute(self, driver: Any, sql: str, args: Args) -> int:
         """Run ``sql``; its row count."""
 
     @abstractmethod
-    async def _fetch(self, driver: Any, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
+    async def _fetch(self, driver: Any, sql: str, args: Args) -> Sequence[Sequence[Any]]:
         """Run ``sql``; all its rows."""
 
     @abstractmethod
@@ -197,11 +208,11 @@ class _Direct(ABC):
 
 
 class _Asyncpg(_Direct):
-    async def _execute(self, driver: Any, sql: str, args: list[Any]) -> int:
+    async def _execute(self, driver: Any, sql: str, args: Args) -> int:
         status: str = await driver.execute(sql, *args)  # "INSERT 0 1", "UPDATE 1", ...
         return int(status.rpartition(" ")[2])
 
-    async def _fetch(self, driver: Any, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
+    async def _fetch(self, driver: Any, sql: str, args: Args) -> Sequence[Sequence[Any]]:
         rows: Sequence[Sequence[Any]] = await driver.fetch(sql, *args)
         return rows
 
@@ -219,13 +230,39 @@ class _Asyncpg(_Direct):
         return closed
 
 
+class _Psycopg(_Direct):
+    async def _execute(self, driver: Any, sql: str, args: Args) -> int:
+        cursor = await driver.execute(sql, args)
+        rowcount: int = cursor.rowcount
+        return rowcount
+
+    async def _fetch(self, driver: Any, sql: str, args: Args) -> Sequence[Sequence[Any]]:
+        cursor = await driver.execute(sql, args)
+        rows: Sequence[Sequence[Any]] = await cursor.fetchall()
+        return rows
+
+    def _disconnected(self, exc: Exception) -> bool:
+        if isinstance(exc, OSError | TimeoutError):
+            return True
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str):
+            return state.startswith("08") or state.startswith("57P")
+        # No SQLSTATE: the client's own view, "server closed the connection", "the
+        # connection is closed".
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        return bool(names & {"OperationalError", "InterfaceError"})
+
+    def _closed(self, driver: Any) -> bool:
+        return bool(driver.closed or driver.broken)
+
+
 class _Aiosqlite(_Direct):
-    async def _execute(self, driver: Any, sql: str, args: list[Any]) -> int:
+    async def _execute(self, driver: Any, sql: str, args: Args) -> int:
         cursor = await driver.execute(sql, args)  # autocommit: the statement commits here
         rowcount: int = cursor.rowcount
         return rowcount
 
-    async def _fetch(self, driver: Any, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
+    async def _fetch(self, driver: Any, sql: str, args: Args) -> Sequence[Sequence[Any]]:
         # One thread hop, and every row stepped: an UPDATE ... RETURNING commits only then.
         rows: Sequence[Sequence[Any]] = await driver.execute_fetchall(sql, args)
         return rows
@@ -238,7 +275,7 @@ class _Aiosqlite(_Direct):
         return False  # a file: nothing ends the connection from the other side
 
 
-def _bind(plan: _Plan, params: Mapping[str, Any]) -> list[Any]:
+def _bind(plan: _Plan, params: Mapping[str, Any]) -> Args:
     try:
         return plan.bind(params)
     except (TypeError, ValueError) as exc:  # a value the column type cannot store
@@ -255,9 +292,11 @@ async def _driver(conn: AsyncConnection) -> Any:
 
 
 def executor_for(dialect: Dialect) -> Executor:
-    """Direct execution for asyncpg and aiosqlite; SQLAlchemy's executor for other drivers."""
+    """Direct execution for asyncpg, psycopg and aiosqlite; SQLAlchemy's for other drivers."""
     if dialect.driver == "asyncpg":
         return _Asyncpg(dialect)
+    if dialect.driver == "psycopg":
+        return _Psycopg(dialect)
     if dialect.driver == "aiosqlite":
         return _Aiosqlite(dialect)
     return ViaSqlAlchemy()
