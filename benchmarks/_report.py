@@ -94,10 +94,22 @@ def render(summary: Summary, notes: list[str]) -> str:
                 ["raw INSERT+COMMIT, DBOS's driver (us)", _fmt(floor.get("sync_us")), "", ""],
                 ["raw INSERT+COMMIT, durable's driver (us)", _fmt(floor.get("async_us")), "", ""],
                 [
+                    "raw autocommit INSERT, durable's driver (us)",
+                    _fmt(floor.get("async_autocommit_us")),
+                    "",
+                    "",
+                ],
+                [
                     "per step / raw commit (own driver)",
                     "",
                     _ratio(d.get("step_us"), floor.get("async_us")),
                     _ratio(x.get("step_us"), floor.get("sync_us")),
+                ],
+                [
+                    "per step / raw autocommit INSERT",
+                    "",
+                    _ratio(d.get("step_us"), floor.get("async_autocommit_us")),
+                    "",
                 ],
                 [
                     "1-step workflow / raw commit",

@@ -68,6 +68,7 @@ def _check_durable(summary: dict[str, Any], *, real_db: bool) -> None:
         floor = summary["floor"]["raw"]
         assert floor["sync_us"] > 0
         assert floor["async_us"] > 0
+        assert floor["async_autocommit_us"] > 0
         memory = summary["memory"]["durable"]
         assert memory["rss_empty_mib"] > 0
         assert memory["rss_loaded_mib"] > 0
