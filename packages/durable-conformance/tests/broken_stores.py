@@ -22,7 +22,7 @@ from durable.core import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Sequence
     from datetime import datetime
 
     from typing_extensions import Unpack
@@ -252,7 +252,12 @@ class LostWakeReleaseStore(InMemoryStateStore):
     """``release_run_lock`` ignores ``wake_requested``: a signal during the run is lost."""
 
     async def release_run_lock(
-        self, run_id: str, owner: str, **patch: Unpack[RunPatch]
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        checkpoints: Sequence[CheckpointRecord] = (),
+        **patch: Unpack[RunPatch],
     ) -> RunStatus | None:
         await anyio.lowlevel.checkpoint()
         run = self._runs.get(run_id)
@@ -260,10 +265,43 @@ class LostWakeReleaseStore(InMemoryStateStore):
             return None
         run.locked_by, run.locked_until = None, None
         if run.status == "running":
+            for checkpoint in checkpoints:
+                self._checkpoints.setdefault(run_id, {})[checkpoint.seq] = checkpoint
             for key, value in patch.items():
                 setattr(run, key, value)
         run.wake_requested = False
         return run.status
+
+
+class CheckpointDroppingReleaseStore(InMemoryStateStore):
+    """``release_run_lock`` releases but forgets the checkpoints it was given."""
+
+    async def release_run_lock(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        checkpoints: Sequence[CheckpointRecord] = (),
+        **patch: Unpack[RunPatch],
+    ) -> RunStatus | None:
+        return await super().release_run_lock(run_id, owner, **patch)
+
+
+class ReleaseThenWriteStore(InMemoryStateStore):
+    """``release_run_lock`` releases, then writes its checkpoints unfenced: not atomic."""
+
+    async def release_run_lock(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        checkpoints: Sequence[CheckpointRecord] = (),
+        **patch: Unpack[RunPatch],
+    ) -> RunStatus | None:
+        status = await super().release_run_lock(run_id, owner, **patch)
+        for checkpoint in checkpoints:
+            await self.save_checkpoint(checkpoint)
+        return status
 
 
 class OverwritingCreateStore(InMemoryStateStore):

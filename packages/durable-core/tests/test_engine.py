@@ -4,15 +4,22 @@ import gc
 import types
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import anyio
 import pytest
 from pydantic import BaseModel
 
-from durable.conformance._harness import engine, wait_until
+from durable.conformance._harness import (
+    CrashingStore,
+    SimulatedCrash,
+    crashing,
+    engine,
+    wait_until,
+)
 from durable.core import (
+    CheckpointRecord,
     Engine,
     InMemoryStateStore,
     InputValidationError,
@@ -28,7 +35,11 @@ from durable.core import (
 from durable.core.context import Turn
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from typing_extensions import Unpack
+
+    from durable.core import RunPatch, RunStatus
 
 pytestmark = pytest.mark.anyio
 
@@ -325,3 +336,104 @@ async def test_closures_given_to_ctx_step_are_not_kept_alive(store: InMemoryStat
         if isinstance(o, types.FunctionType) and o.__qualname__.endswith("make.<locals>.read")
     ]
     assert leaked == []
+
+
+class WriteLog(InMemoryStateStore):
+    """Records every write a turn makes: checkpoint saves and lease releases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    async def save_checkpoint(
+        self,
+        checkpoint: CheckpointRecord,
+        run_patch: RunPatch | None = None,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        self.writes.append(f"save {checkpoint.kind}")
+        return await super().save_checkpoint(checkpoint, run_patch, owner=owner)
+
+    async def release_run_lock(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        checkpoints: Sequence[CheckpointRecord] = (),
+        **patch: Unpack[RunPatch],
+    ) -> RunStatus | None:
+        self.writes.append(" +".join(["release", *(cp.kind for cp in checkpoints)]))
+        return await super().release_run_lock(run_id, owner, checkpoints=checkpoints, **patch)
+
+
+@step
+async def work() -> int:
+    await anyio.sleep(0.05)  # real work that takes a while: the other branch overlaps it
+    return 1
+
+
+@workflow(name="step_then_nap")
+async def step_then_nap(ctx: WorkflowCtx, _: None) -> str:
+    await ctx.step(work)
+    await ctx.sleep(3600)
+    return "awake"
+
+
+@workflow(name="nap_beside_work")
+async def nap_beside_work(ctx: WorkflowCtx, _: None) -> str:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ctx.step, work)
+        tg.start_soon(ctx.sleep, 3600)
+    return "awake"
+
+
+async def test_a_sleep_that_ends_the_turn_is_written_by_the_release_that_suspends_the_run() -> None:
+    store = WriteLog()
+    async with engine(store, [step_then_nap]) as e:
+        handle = await e.start(step_then_nap)
+        run = await e.wait_for_run(handle.run_id, timeout=10)
+    assert run.status == "suspended"
+    assert store.writes == ["save local", "release +sleep"]  # one write to suspend
+    [_, nap] = await store.list_checkpoints(handle.run_id)
+    assert (nap.kind, nap.status, nap.wake_at) == ("sleep", "pending", run.wake_at)
+
+
+async def test_a_sleep_beside_work_in_flight_is_written_at_once() -> None:
+    store = WriteLog()
+    async with engine(store, [nap_beside_work]) as e:
+        handle = await e.start(nap_beside_work)
+        run = await e.wait_for_run(handle.run_id, timeout=10)
+    assert run.status == "suspended"
+    # The turn goes on after the sleep call, so its record cannot wait for the release.
+    assert store.writes == ["save sleep", "save local", "release"]
+    kinds = [cp.kind for cp in await store.list_checkpoints(handle.run_id)]
+    assert kinds == ["local", "sleep"]
+
+
+class DiesAtRelease(CrashingStore):
+    """The worker dies as it is about to release its first turn."""
+
+    async def release_run_lock(self, *args: Any, **kwargs: Any) -> RunStatus | None:
+        self.dead = True
+        raise SimulatedCrash("release_run_lock")
+
+
+async def test_a_deferred_sleep_lost_with_its_worker_starts_over_on_recovery() -> None:
+    inner = InMemoryStateStore()
+    dying = DiesAtRelease(inner, crash_after_saves=100)
+
+    async def died() -> bool:
+        return dying.dead
+
+    async with crashing(engine(dying, [step_then_nap])) as e:
+        handle = await e.start(step_then_nap)
+        await wait_until(died, what="the worker to die")
+    # Only the step was durable: the sleep's record went down with the worker.
+    assert [cp.kind for cp in await inner.list_checkpoints(handle.run_id)] == ["local"]
+    async with engine(inner, [step_then_nap]) as e:  # recovers the run once its lease expires
+        run = await e.wait_for_run(handle.run_id, timeout=10)
+    assert run.status == "suspended"
+    [step_cp, nap] = await inner.list_checkpoints(handle.run_id)
+    assert (step_cp.kind, step_cp.attempts, nap.kind) == ("local", 1, "sleep")  # no step re-run
+    assert run.wake_at == nap.wake_at

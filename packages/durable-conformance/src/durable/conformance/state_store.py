@@ -31,6 +31,7 @@ from durable.core import (
     RunNotFound,
     RunQuery,
     RunRecord,
+    SerializationError,
     SignalWaiter,
 )
 
@@ -1392,6 +1393,85 @@ class StateStoreSuite(SuiteBase):
         assert await durable_store.release_run_lock(run.id, _A, status="pending") == "pending"
         assert await durable_store.try_lock_run(run.id, _B, now + _LEASE, now) is True
         assert (await _get(durable_store, run.id)).recovery_attempts == 0
+
+    async def test_release_run_lock_writes_its_checkpoints_with_the_release(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        run = await _locked(durable_store, _A, now)
+        wake = now + timedelta(hours=1)
+        step = _checkpoint(run.id, 0, output={"n": 1})
+        sleep = dataclasses.replace(
+            _checkpoint(run.id, 1, name="sleep", kind="sleep", status="pending"), wake_at=wake
+        )
+        status = await durable_store.release_run_lock(
+            run.id, _A, checkpoints=[step, sleep], status="suspended", wake_at=wake
+        )
+        assert status == "suspended"
+        saved = await durable_store.list_checkpoints(run.id)
+        assert [(c.seq, c.kind, c.status, c.output, c.wake_at) for c in saved] == [
+            (0, "local", "completed", {"n": 1}, None),
+            (1, "sleep", "pending", None, wake),
+        ]
+        got = await _get(durable_store, run.id)
+        assert (got.status, got.wake_at, got.locked_by) == ("suspended", wake, None)
+
+    async def test_release_run_lock_writes_checkpoints_and_attributes_together(
+        self, durable_store: StateStore
+    ) -> None:
+        run = await _locked(durable_store, _A, _now())
+        status = await durable_store.release_run_lock(
+            run.id,
+            _A,
+            checkpoints=[_checkpoint(run.id, 0, output="x")],
+            status="completed",
+            attributes={"tier": "gold"},
+        )
+        assert status == "completed"
+        assert [c.output for c in await durable_store.list_checkpoints(run.id)] == ["x"]
+        assert (await _get(durable_store, run.id)).attributes == {"tier": "gold"}
+
+    async def test_release_run_lock_checkpoints_replace_existing_ones(
+        self, durable_store: StateStore
+    ) -> None:
+        run = await _locked(durable_store, _A, _now())
+        assert await durable_store.save_checkpoint(_checkpoint(run.id, 0, output=1), owner=_A)
+        again = _checkpoint(run.id, 0, output=2)
+        assert await durable_store.release_run_lock(run.id, _A, checkpoints=[again]) == "running"
+        assert [c.output for c in await durable_store.list_checkpoints(run.id)] == [2]
+
+    async def test_release_run_lock_by_non_holder_writes_no_checkpoint(
+        self, durable_store: StateStore
+    ) -> None:
+        run = await _locked(durable_store, _A, _now())
+        late = [_checkpoint(run.id, 0)]
+        assert await durable_store.release_run_lock(run.id, _B, checkpoints=late) is None
+        assert await durable_store.list_checkpoints(run.id) == []
+        assert (await _get(durable_store, run.id)).locked_by == _A
+
+    async def test_release_run_lock_of_a_cancelled_run_writes_no_checkpoint(
+        self, durable_store: StateStore
+    ) -> None:
+        run = await _locked(durable_store, _A, _now())
+        assert await durable_store.update_run(run.id, status="cancelled")
+        late = [_checkpoint(run.id, 0)]
+        status = await durable_store.release_run_lock(
+            run.id, _A, checkpoints=late, status="suspended"
+        )
+        assert status == "cancelled"
+        assert await durable_store.list_checkpoints(run.id) == []
+        assert (await _get(durable_store, run.id)).locked_by is None
+
+    async def test_release_run_lock_refusing_a_checkpoint_changes_nothing(
+        self, durable_store: StateStore
+    ) -> None:
+        run = await _locked(durable_store, _A, _now())
+        bad = _checkpoint(run.id, 0, output=float("nan"))
+        with pytest.raises(SerializationError):
+            await durable_store.release_run_lock(run.id, _A, checkpoints=[bad], status="completed")
+        got = await _get(durable_store, run.id)
+        assert (got.status, got.locked_by) == ("running", _A)
+        assert await durable_store.list_checkpoints(run.id) == []
 
     @needs("race_repeats")
     async def test_wake_racing_release_is_never_lost(self, durable_store: StateStore) -> None:

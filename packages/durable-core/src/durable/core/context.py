@@ -77,6 +77,8 @@ class Outcome:
     output: JSONValue = None
     error: ErrorInfo | None = None
     wake_at: datetime | None = None
+    checkpoints: tuple[CheckpointRecord, ...] = ()
+    """Checkpoints the release writes (fenced like every other)."""
 
 
 class Turn:
@@ -110,6 +112,7 @@ class Turn:
         self._fatal: BaseException | None = None
         self._changed = anyio.Event()
         self._outcome: Outcome | None = None
+        self._deferred: list[CheckpointRecord] = []
         self._scope: anyio.CancelScope | None = None
         self.ctx = WorkflowCtx(self)
 
@@ -124,6 +127,8 @@ class Turn:
             tg.start_soon(self._watch)
             tg.start_soon(self._renew)
         assert self._outcome is not None
+        if self._deferred:
+            return replace(self._outcome, checkpoints=tuple(self._deferred))
         return self._outcome
 
     def _settle(self, outcome: Outcome) -> None:
@@ -319,9 +324,15 @@ class Turn:
             try:
                 await self.boundary()
                 wake_at = until if until is not None else self.clock() + (delta or timedelta())
-                await self.save(
-                    self.checkpoint(seq, "sleep", "sleep", status="pending", wake_at=wake_at)
-                )
+                record = self.checkpoint(seq, "sleep", "sleep", status="pending", wake_at=wake_at)
+                if self._in_flight == 1 and self.clock() < wake_at:
+                    # Nothing else is working: this sleep ends the turn, and the release that
+                    # suspends the run writes its checkpoint too (one commit, not two). If the
+                    # worker dies first, the sleep starts over on recovery.
+                    self.history[seq] = record
+                    self._deferred.append(record)
+                else:
+                    await self.save(record)
             finally:
                 self.end()
         else:

@@ -535,8 +535,10 @@ class Engine:
             # Shielded so a cancelled turn still releases its lease; bounded so a dead
             # database cannot hold shutdown forever (the lease then simply expires).
             with anyio.move_on_after(self._cfg.lease, shield=True):
-                patch = _release_patch(outcome or Outcome("pending"))
-                status = await self.store.release_run_lock(run_id, self.worker_id, **patch)
+                ended = outcome or Outcome("pending")
+                status = await self.store.release_run_lock(
+                    run_id, self.worker_id, checkpoints=ended.checkpoints, **_release_patch(ended)
+                )
         if status == "suspended" and outcome is not None and outcome.wake_at is not None:
             self._wake_soon(run_id, outcome.wake_at)
         return status

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import anyio.lowlevel
 
 from durable.core._types import TERMINAL_STATUSES
-from durable.core.errors import RunNotFound
+from durable.core.errors import RunNotFound, SerializationError
 from durable.core.records import (
     BufferedSignal,
     CheckpointRecord,
@@ -32,7 +32,7 @@ from durable.core.records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Sequence
 
     from typing_extensions import Unpack
 
@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 
 
 def _json_copy(value: JSONValue) -> JSONValue:
-    loaded: JSONValue = json.loads(json.dumps(value, allow_nan=False))
+    try:
+        loaded: JSONValue = json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"value is not storable as JSON: {exc}") from exc
     return loaded
 
 
@@ -161,12 +164,7 @@ class InMemoryStateStore:
         run = self._runs.get(checkpoint.run_id)
         if owner is not None and (run is None or run.status != "running" or run.locked_by != owner):
             return False
-        stored = replace(
-            _copy_checkpoint(checkpoint),
-            started_at=_utc(checkpoint.started_at),
-            finished_at=_utc_or_none(checkpoint.finished_at),
-            wake_at=_utc_or_none(checkpoint.wake_at),
-        )
+        stored = _stored_checkpoint(checkpoint)  # may refuse the payload: before any change
         if run_patch:
             if run is None:
                 raise RunNotFound(f"no run {checkpoint.run_id!r}")
@@ -244,16 +242,30 @@ class InMemoryStateStore:
         return True
 
     async def release_run_lock(
-        self, run_id: str, owner: str, **patch: Unpack[RunPatch]
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        checkpoints: Sequence[CheckpointRecord] = (),
+        **patch: Unpack[RunPatch],
     ) -> RunStatus | None:
-        """Clear the holder's lease and apply its patch."""
+        """Clear the holder's lease, write its checkpoints and apply its patch."""
         await anyio.lowlevel.checkpoint()
+        for cp in checkpoints:
+            if cp.run_id != run_id:
+                raise ValueError(
+                    f"release_run_lock(run {run_id!r}): checkpoint {cp.seq} belongs to run "
+                    f"{cp.run_id!r}"
+                )
         run = self._runs.get(run_id)
         if run is None or run.locked_by != owner:
             return None
+        stored = [_stored_checkpoint(cp) for cp in checkpoints]  # before any change
         run.locked_by = None
         run.locked_until = None
         if run.status == "running":
+            for checkpoint in stored:
+                self._checkpoints.setdefault(checkpoint.run_id, {})[checkpoint.seq] = checkpoint
             if patch.get("status") == "suspended" and run.wake_requested:
                 patch = {**patch, "status": "pending", "wake_at": None}
             _apply(run, patch)
@@ -418,6 +430,16 @@ def _copy_run(run: RunRecord) -> RunRecord:
         error=copy.deepcopy(run.error),
         tags=list(run.tags),
         attributes=dict(run.attributes),
+    )
+
+
+def _stored_checkpoint(checkpoint: CheckpointRecord) -> CheckpointRecord:
+    """The copy the store keeps: JSON-checked payloads, UTC times."""
+    return replace(
+        _copy_checkpoint(checkpoint),
+        started_at=_utc(checkpoint.started_at),
+        finished_at=_utc_or_none(checkpoint.finished_at),
+        wake_at=_utc_or_none(checkpoint.wake_at),
     )
 
 

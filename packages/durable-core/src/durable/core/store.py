@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Sequence
     from datetime import datetime
 
     from typing_extensions import Unpack
@@ -157,7 +157,12 @@ class StateStore(Protocol):
         ...
 
     async def release_run_lock(
-        self, run_id: str, owner: str, **patch: Unpack[RunPatch]
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        checkpoints: Sequence[CheckpointRecord] = (),
+        **patch: Unpack[RunPatch],
     ) -> RunStatus | None:
         """End ``owner``'s turn on the run: clear the lease and apply ``patch``, atomically.
 
@@ -166,6 +171,11 @@ class StateStore(Protocol):
         meanwhile stays cancelled). A patch to ``suspended`` on a run whose
         ``wake_requested`` is set yields ``pending`` instead (the wake is not lost), with
         ``wake_at`` cleared. ``wake_requested`` is cleared.
+
+        ``checkpoints`` are upserted in the same atomic step, under the same condition as the
+        patch (``owner`` holds the lease and the run is ``running``), as ``save_checkpoint``
+        with ``owner`` would: the turn's last records (a sleep's wake time) cost no commit of
+        their own.
 
         Returns:
             The run's status after the release, or None if ``owner`` did not hold the lease.

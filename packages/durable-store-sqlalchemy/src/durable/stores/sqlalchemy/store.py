@@ -632,16 +632,29 @@ class SqlAlchemyStateStore:
         return await self._count(f"renew_run_lock(run {run_id!r})", _renew, params) > 0
 
     async def release_run_lock(
-        self, run_id: str, owner: str, **patch: Unpack[RunPatch]
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        checkpoints: Sequence[CheckpointRecord] = (),
+        **patch: Unpack[RunPatch],
     ) -> RunStatus | None:
         """Clear ``owner``'s lease and apply ``patch`` while running: one ``UPDATE``.
 
-        The resulting status comes back by ``RETURNING`` (MySQL: ``LAST_INSERT_ID``). A patch
-        with ``attributes`` takes one transaction instead.
+        The resulting status comes back by ``RETURNING`` (MySQL: ``LAST_INSERT_ID``). With
+        ``checkpoints``, one transaction: their fenced upserts (which lock the run row), then
+        the ``UPDATE``. A patch with ``attributes`` takes one transaction too.
+
+        Raises:
+            ValueError: A checkpoint belongs to another run.
         """
         what = f"release_run_lock(run {run_id!r})"
+        written = [_fenced_params(cp, owner) for cp in checkpoints]
+        for cp in checkpoints:
+            if cp.run_id != run_id:
+                raise ValueError(f"{what}: checkpoint {cp.seq} belongs to run {cp.run_id!r}")
         if "attributes" in patch:
-            return await self._release_with_attributes(what, run_id, owner, patch)
+            return await self._release_with_attributes(what, run_id, owner, patch, written)
         keys = frozenset(patch)
         suspend = patch.get("status") == "suspended"
         params = patch_params(patch)
@@ -651,6 +664,8 @@ class SqlAlchemyStateStore:
         params["owner"] = owner
 
         async def op(s: _Session) -> RunStatus | None:
+            for cp_params in written:  # nothing is written unless owner holds the running run
+                await s.count(s.q.save_checkpoint_fenced, cp_params)
             stmt = s.q.release(keys, suspend)
             if s.q.features.returning:
                 row = await s.first(stmt, params)
@@ -658,10 +673,15 @@ class SqlAlchemyStateStore:
             result = await s.conn.execute(stmt, params)  # MySQL: the status in LAST_INSERT_ID
             return STATUSES[result.lastrowid - 1] if result.rowcount else None
 
-        return await self._run(what, op)
+        return await self._run(what, op, tx=bool(written))
 
     async def _release_with_attributes(
-        self, what: str, run_id: str, owner: str, patch: RunPatch
+        self,
+        what: str,
+        run_id: str,
+        owner: str,
+        patch: RunPatch,
+        written: list[dict[str, Any]],
     ) -> RunStatus | None:
         rows = attribute_rows(run_id, patch["attributes"])
 
@@ -671,6 +691,8 @@ class SqlAlchemyStateStore:
                 raise _Rollback(None)
             status = cast("RunStatus", run[0])
             if status == "running":
+                for cp_params in written:  # the run row is locked and held by owner
+                    await s.count(s.q.upsert_checkpoint, cp_params)
                 applied: RunPatch = {**patch}
                 if applied.get("status") == "suspended" and run[2]:
                     applied["status"] = "pending"
@@ -795,6 +817,12 @@ class SqlAlchemyStateStore:
 
 
 # -- module-level helpers (no per-call construction) ------------------------------------------
+
+
+def _fenced_params(checkpoint: CheckpointRecord, owner: str) -> dict[str, Any]:
+    params = checkpoint_params(checkpoint)
+    params["owner"] = owner
+    return params
 
 
 def _clean_failure(exc: BaseException) -> bool:
