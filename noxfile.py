@@ -57,6 +57,13 @@ def typecheck(session: nox.Session, dist: str) -> None:
     session.run("mypy", f"packages/{dist}/src", f"packages/{dist}/tests")
 
 
+@nox.session(name="typecheck-tools")
+def typecheck_tools(session: nox.Session) -> None:
+    """Mypy --strict over the code outside the distributions: benchmarks, cells, this file."""
+    sync(session, "dev", "bench")
+    session.run("mypy", "benchmarks", "tests_conformance", "noxfile.py")
+
+
 @nox.session
 @nox.parametrize("dist", DISTS, ids=DISTS)
 def tests(session: nox.Session, dist: str) -> None:
