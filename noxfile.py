@@ -9,7 +9,15 @@ import nox
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "typecheck", "tests", "conformance", "example", "lowest"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "typecheck-tools",
+    "tests",
+    "conformance",
+    "example",
+    "lowest",
+]
 
 ROOT = Path(__file__).parent
 DISTS = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
