@@ -61,7 +61,7 @@ def _plan(
         "warmup": size.warmup,
         "workflows": size.workflows,
         "replay_steps": list(size.replay_steps),
-        "signals": size.signals,
+        "signals": list(size.signals),
         "throughput_runs": size.throughput_runs,
         "throughput_steps": size.throughput_steps,
         "suspended_runs": size.suspended_runs,

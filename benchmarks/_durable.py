@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -159,13 +160,13 @@ async def _replay(target: Target, p: dict[str, Any]) -> dict[str, Any]:
 async def _signals(target: Target, p: dict[str, Any]) -> dict[str, Any]:
     counted = CountingStore(make_store(target))
     sql = SqlCounter()
-    n = p["signals"]
     out: dict[str, Any] = {"completed": 0}
     async with _engine(cast("StateStore", counted)) as engine:
         await _run_one(engine, steps_wf, 1)  # warm up
-        for counting in (True, False):  # statements in one pass, time in another
-            # burst: start the run, send every signal back to back, wait for the end
-            with _measured(out, "burst", counting, counted, sql):
+        for n, counting in itertools.product(p["signals"], (True, False)):
+            # Statements in one pass, time in another.
+            # Burst: start the run, send every signal back to back, wait for the end.
+            with _measured(out, f"burst{n}", counting, counted, sql):
                 handle = await engine.start(signals_wf, n)
                 for i in range(n):
                     await engine.signal(f"sig:{handle.run_id}", i)
@@ -174,7 +175,7 @@ async def _signals(target: Target, p: dict[str, Any]) -> dict[str, Any]:
             # one at a time: each signal wakes a suspended run, which replays and parks again
             handle = await engine.start(signals_wf, n)
             await engine.wait_for_run(handle.run_id, timeout=60)
-            with _measured(out, "serial", counting, counted, sql):
+            with _measured(out, f"serial{n}", counting, counted, sql):
                 for i in range(n):
                     await engine.signal(f"sig:{handle.run_id}", i)
                     run = await engine.wait_for_run(handle.run_id, timeout=60)

@@ -142,31 +142,40 @@ def render(summary: Summary, notes: list[str]) -> str:
         sd = sc.get("signals", {}).get("durable", {})
         sx = sc.get("signals", {}).get("dbos", {})
         if sd or sx:
+            ns = sorted(
+                {
+                    int(k.removeprefix("burst").split("_")[0])
+                    for k in {**sd, **sx}
+                    if k[:5] == "burst"
+                }
+            )
             rows = [
                 [
-                    "burst: start, send all, wait (ms)",
-                    _fmt(sd.get("burst_ms"), 1),
-                    _fmt(sx.get("burst_ms"), 1),
-                    _ratio(sd.get("burst_ms"), sx.get("burst_ms")),
-                ],
-                [
-                    "burst: SQL statements",
-                    _fmt(sd.get("burst_statements")),
-                    _fmt(sx.get("burst_statements")),
-                    "",
-                ],
-                [
-                    "one at a time, each wakes a parked run (ms)",
-                    _fmt(sd.get("serial_ms"), 1),
-                    "-",
-                    "",
-                ],
-                ["one at a time: SQL statements", _fmt(sd.get("serial_statements")), "-", ""],
+                    str(n),
+                    _fmt(sd.get(f"burst{n}_ms"), 1),
+                    _fmt(sx.get(f"burst{n}_ms"), 1),
+                    _ratio(sd.get(f"burst{n}_ms"), sx.get(f"burst{n}_ms")),
+                    _fmt(sd.get(f"burst{n}_statements")),
+                    _fmt(sx.get(f"burst{n}_statements")),
+                    _fmt(sd.get(f"serial{n}_ms"), 1),
+                    _fmt(sd.get(f"serial{n}_statements")),
+                ]
+                for n in ns
             ]
             blocks.append(
                 _table(
-                    "Signals (a run waiting on N signals in a row)",
-                    ["", "durable", "DBOS", "durable/DBOS"],
+                    "Signals: a run waits on N signals in a row. Burst: start, send all, wait;"
+                    " one at a time: each signal wakes the parked run (durable only)",
+                    [
+                        "N",
+                        "burst ms",
+                        "DBOS ms",
+                        "durable/DBOS",
+                        "statements",
+                        "DBOS statements",
+                        "one at a time ms",
+                        "statements",
+                    ],
                     rows,
                 )
             )

@@ -54,9 +54,11 @@ def _check_durable(summary: dict[str, Any], *, real_db: bool) -> None:
         assert replay[f"n{n}_ms"] > 0
         assert replay[f"n{n}_checkpoint_reads"] >= 1
     signals = summary["signals"]["durable"]
-    assert signals["completed"] == 4
-    assert signals["burst_ms"] > 0
-    assert signals["serial_ms"] > 0
+    assert signals["completed"] == 8  # N = 5 and 10, burst and one at a time, counted and timed
+    for n in (5, 10):
+        assert signals[f"burst{n}_ms"] > 0
+        assert signals[f"serial{n}_ms"] > 0
+        assert signals[f"burst{n}_store_calls"] > 0
     throughput = summary["throughput_w1"]["durable"]
     assert throughput["workflows_per_s"] > 0
     assert throughput["completed"] == 20
