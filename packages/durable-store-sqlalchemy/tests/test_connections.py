@@ -226,3 +226,25 @@ async def test_direct_statements_report_errors_as_the_core_types(url: str) -> No
             await store.save_checkpoint(bad, owner="w1")
         good = CheckpointRecord("r1", 0, "s", "local", "completed", "r1:0", NOW, output=[1])
         assert await store.save_checkpoint(good, owner="w1")  # the connection is still fine
+
+
+async def test_a_call_running_while_the_store_closes_returns_its_connection(
+    engine: AsyncEngine,
+) -> None:
+    store = SqlAlchemyStateStore(engine)
+    await store.ensure_schema()
+    await store.create_run(run("r1"))
+    started = anyio.Event()
+    finish = anyio.Event()
+
+    async def held(s: Any) -> None:
+        await s.rows(s.q.get_run, {"rid": "r1"})
+        started.set()
+        await finish.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(store._run, "held", held, write=False))
+        await started.wait()
+        await store.aclose()
+        finish.set()
+    assert pool_of(engine).checkedout() == 0

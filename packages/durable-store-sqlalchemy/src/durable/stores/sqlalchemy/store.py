@@ -180,6 +180,7 @@ class SqlAlchemyStateStore:
         self._sqlite_writer: anyio.Lock | None = None
         self._writer: AsyncConnection | None = None
         self._idle: list[tuple[AsyncConnection, float]] = []
+        self._closed = False
 
     @classmethod
     def from_url(
@@ -223,8 +224,10 @@ class SqlAlchemyStateStore:
         """Return the kept connections; dispose the engine if :meth:`from_url` made it.
 
         An engine passed in stays open; close the store anyway, to hand back the
-        connections it keeps between calls.
+        connections it keeps between calls. A call still running returns its connection to
+        the pool when it ends.
         """
+        self._closed = True
         writer, self._writer = self._writer, None
         if writer is not None:
             await _close(writer)
@@ -328,7 +331,9 @@ class SqlAlchemyStateStore:
         return None
 
     async def _put(self, conn: AsyncConnection, writer: bool) -> None:
-        if writer:
+        if self._closed:
+            await _close(conn)
+        elif writer:
             self._writer = conn
         elif len(self._idle) < self._keep:
             self._idle.append((conn, anyio.current_time()))
