@@ -26,6 +26,13 @@ def medians(results: Results) -> Summary:
     return out
 
 
+def _sizes(results: dict[str, Any], prefix: str) -> list[int]:
+    """The sizes N found in keys like ``<prefix><N>_ms``, in order."""
+    return sorted(
+        {int(k.removeprefix(prefix).split("_")[0]) for k in results if k.startswith(prefix)}
+    )
+
+
 def _fmt(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "-"
@@ -121,7 +128,7 @@ def render(summary: Summary, notes: list[str]) -> str:
             blocks.append(_table("Raw floor", ["", "us", "durable", "DBOS"], rows))
         rp = sc.get("replay", {}).get("durable", {})
         if rp:
-            ns = sorted({int(k[1:].split("_")[0]) for k in rp if k.startswith("n")})
+            ns = _sizes(rp, "n")
             rows = [
                 [
                     str(n),
@@ -142,13 +149,7 @@ def render(summary: Summary, notes: list[str]) -> str:
         sd = sc.get("signals", {}).get("durable", {})
         sx = sc.get("signals", {}).get("dbos", {})
         if sd or sx:
-            ns = sorted(
-                {
-                    int(k.removeprefix("burst").split("_")[0])
-                    for k in {**sd, **sx}
-                    if k[:5] == "burst"
-                }
-            )
+            ns = _sizes({**sd, **sx}, "burst")
             rows = [
                 [
                     str(n),

@@ -1473,6 +1473,25 @@ class StateStoreSuite(SuiteBase):
         assert (got.status, got.locked_by) == ("running", _A)
         assert await durable_store.list_checkpoints(run.id) == []
 
+    async def test_release_run_lock_refuses_a_checkpoint_of_another_run(
+        self, durable_store: StateStore
+    ) -> None:
+        run = await _locked(durable_store, _A, _now())
+        other = await _locked(durable_store, _A, _now())
+        refused: ValueError | None = None
+        try:
+            await durable_store.release_run_lock(
+                run.id, _A, checkpoints=[_checkpoint(other.id, 0)], status="completed"
+            )
+        except ValueError as exc:
+            refused = exc
+        assert refused is not None, "release_run_lock accepted a checkpoint of another run"
+        assert other.id in str(refused), f"the error does not name that run: {refused}"
+        for each in (run, other):
+            got = await _get(durable_store, each.id)
+            assert (got.status, got.locked_by) == ("running", _A)
+            assert await durable_store.list_checkpoints(each.id) == []
+
     @needs("race_repeats")
     async def test_wake_racing_release_is_never_lost(self, durable_store: StateStore) -> None:
         async def one_round() -> None:

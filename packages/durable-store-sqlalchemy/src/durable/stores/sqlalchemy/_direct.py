@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, cast
 
 from sqlalchemy import exc as sa_exc
 
+from durable.stores.sqlalchemy._errors import lost_connection_state
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from sqlalchemy.engine import Dialect
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.compiler import SQLCompiler
 
 _DRIVER_KEY = "durable_driver_connection"
+_R = TypeVar("_R")
 
 Args: TypeAlias = "list[Any] | dict[str, Any]"
 """A statement's arguments: positional, or by name for drivers with named placeholders."""
@@ -154,26 +157,33 @@ class _Direct(ABC):
         self, conn: AsyncConnection, stmt: Executable, params: Mapping[str, Any]
     ) -> int:
         """Run the statement; its row count."""
-        plan = self._plan(stmt)
-        args = _bind(plan, params)
-        driver = await _driver(conn)
-        try:
-            return await self._execute(driver, plan.sql, args)
-        except Exception as exc:
-            raise self._wrap(exc, plan.sql) from exc
+        return await self._call(conn, self._plan(stmt), params, self._execute)
 
     async def rows(
         self, conn: AsyncConnection, stmt: Executable, params: Mapping[str, Any]
     ) -> Sequence[Sequence[Any]]:
         """Run the statement; its rows, processed by the result columns' types."""
         plan = self._plan(stmt)
+        return plan.load(await self._call(conn, plan, params, self._fetch))
+
+    async def _call(
+        self,
+        conn: AsyncConnection,
+        plan: _Plan,
+        params: Mapping[str, Any],
+        run: Callable[[Any, str, Args], Awaitable[_R]],
+    ) -> _R:
         args = _bind(plan, params)
         driver = await _driver(conn)
         try:
-            rows = await self._fetch(driver, plan.sql, args)
+            return await run(driver, plan.sql, args)
         except Exception as exc:
-            raise self._wrap(exc, plan.sql) from exc
-        return plan.load(rows)
+            # The same exception types SQLAlchemy raises (matched by the driver error's class
+            # name), so the store's retry and translation rules see one kind of error.
+            wrapped = sa_exc.DBAPIError.instance(
+                plan.sql, None, exc, Exception, connection_invalidated=self._disconnected(exc)
+            )
+            raise cast("sa_exc.DBAPIError", wrapped) from exc
 
     def usable(self, conn: AsyncConnection) -> bool:
         """Not invalidated, and the driver has not seen its connection close."""
@@ -182,17 +192,11 @@ class _Direct(ABC):
         driver = conn.info.get(_DRIVER_KEY)
         return driver is None or not self._closed(driver)
 
-    def _wrap(self, exc: Exception, sql: str) -> sa_exc.DBAPIError:
-        # The same exception types SQLAlchemy raises (matched by the driver error's class
-        # name), so the store's retry and translation rules see one kind of error.
-        wrapped = sa_exc.DBAPIError.instance(
-            sql, None, exc, Exception, connection_invalidated=self._disconnected(exc)
-        )
-        return cast("sa_exc.DBAPIError", wrapped)
-
-    @abstractmethod
     async def _execute(self, driver: Any, sql: str, args: Args) -> int:
-        """Run ``sql``; its row count."""
+        """Run ``sql``; its row count (drivers whose ``execute`` returns a cursor)."""
+        cursor = await driver.execute(sql, args)
+        rowcount: int = cursor.rowcount
+        return rowcount
 
     @abstractmethod
     async def _fetch(self, driver: Any, sql: str, args: Args) -> Sequence[Sequence[Any]]:
@@ -217,13 +221,7 @@ class _Asyncpg(_Direct):
         return rows
 
     def _disconnected(self, exc: Exception) -> bool:
-        if isinstance(exc, OSError | TimeoutError):
-            return True
-        state = getattr(exc, "sqlstate", None)
-        if isinstance(state, str) and (state.startswith("08") or state.startswith("57P")):
-            return True
-        # asyncpg's client-side errors: closed connection, another operation in progress.
-        return any(cls.__name__ == "InterfaceError" for cls in type(exc).__mro__)
+        return _postgres_lost(exc, client_errors={"InterfaceError"})
 
     def _closed(self, driver: Any) -> bool:
         closed: bool = driver.is_closed()  # the server ended it (restart, idle timeout)
@@ -231,37 +229,20 @@ class _Asyncpg(_Direct):
 
 
 class _Psycopg(_Direct):
-    async def _execute(self, driver: Any, sql: str, args: Args) -> int:
-        cursor = await driver.execute(sql, args)
-        rowcount: int = cursor.rowcount
-        return rowcount
-
     async def _fetch(self, driver: Any, sql: str, args: Args) -> Sequence[Sequence[Any]]:
         cursor = await driver.execute(sql, args)
         rows: Sequence[Sequence[Any]] = await cursor.fetchall()
         return rows
 
     def _disconnected(self, exc: Exception) -> bool:
-        if isinstance(exc, OSError | TimeoutError):
-            return True
-        state = getattr(exc, "sqlstate", None)
-        if isinstance(state, str):
-            return state.startswith("08") or state.startswith("57P")
-        # No SQLSTATE: the client's own view, "server closed the connection", "the
-        # connection is closed".
-        names = {cls.__name__ for cls in type(exc).__mro__}
-        return bool(names & {"OperationalError", "InterfaceError"})
+        # Without an SQLSTATE these are psycopg's own "server closed the connection".
+        return _postgres_lost(exc, client_errors={"OperationalError", "InterfaceError"})
 
     def _closed(self, driver: Any) -> bool:
         return bool(driver.closed or driver.broken)
 
 
 class _Aiosqlite(_Direct):
-    async def _execute(self, driver: Any, sql: str, args: Args) -> int:
-        cursor = await driver.execute(sql, args)  # autocommit: the statement commits here
-        rowcount: int = cursor.rowcount
-        return rowcount
-
     async def _fetch(self, driver: Any, sql: str, args: Args) -> Sequence[Sequence[Any]]:
         # One thread hop, and every row stepped: an UPDATE ... RETURNING commits only then.
         rows: Sequence[Sequence[Any]] = await driver.execute_fetchall(sql, args)
@@ -273,6 +254,20 @@ class _Aiosqlite(_Direct):
 
     def _closed(self, driver: Any) -> bool:
         return False  # a file: nothing ends the connection from the other side
+
+
+def _postgres_lost(exc: Exception, *, client_errors: set[str]) -> bool:
+    """A PostgreSQL driver error that leaves its connection unusable.
+
+    The SQLSTATE decides when there is one (``_errors``); without one, the driver's own
+    client-side errors (closed connection, another operation in progress) do.
+    """
+    if isinstance(exc, OSError | TimeoutError):
+        return True
+    lost = lost_connection_state(exc)
+    if lost is not None:
+        return lost
+    return any(cls.__name__ in client_errors for cls in type(exc).__mro__)
 
 
 def _bind(plan: _Plan, params: Mapping[str, Any]) -> Args:

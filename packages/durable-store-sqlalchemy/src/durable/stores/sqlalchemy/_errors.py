@@ -26,6 +26,7 @@ SCHEMA_HINT = (
 _PG_UNDEFINED_TABLE = "42P01"
 _PG_RETRY = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
 _PG_UNAVAILABLE_CLASSES = ("08", "53", "57")  # connection, resources, operator intervention
+_PG_LOST = ("08", "57P")  # connection exception; the server shut the session down
 _PG_BAD_JSON = frozenset({"22P02", "22P05", "22030", "22032"})
 # MySQL/MariaDB error numbers
 _MY_NO_TABLE = 1146
@@ -44,6 +45,12 @@ def _mysql_errno(orig: BaseException | None) -> int | None:
     if args and isinstance(args[0], int):
         return args[0]
     return None
+
+
+def lost_connection_state(orig: BaseException) -> bool | None:
+    """Whether a PostgreSQL driver error's SQLSTATE says the session is gone; None: no state."""
+    state = _sqlstate(orig)
+    return None if state is None else state.startswith(_PG_LOST)
 
 
 def is_duplicate_key(error: sa_exc.DBAPIError) -> bool:

@@ -7,7 +7,7 @@ them (``ordered_values``). MySQL has no ``UPDATE ... RETURNING``: the resulting 
 out of the statement with ``LAST_INSERT_ID(expr)`` (reported as ``lastrowid``).
 
 The fixed statements name every parameter (no expanding ``IN`` lists, no values supplied only at
-execution), so each compiles to one positional SQL text that ``_direct`` can run on the driver.
+execution), so each compiles to one SQL text that ``_direct`` can run on the driver.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import contextlib
 import random
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, cast
 
 import anyio
 from sqlalchemy import exc as sa_exc
@@ -303,13 +303,12 @@ class SqlAlchemyStateStore:
         try:
             result = await self._execute(conn, op, tx)
         except BaseException as exc:
-            if _clean_failure(exc):
+            failure = _failure(exc)
+            if failure == "clean":
                 await self._put(conn, writer)
             else:
                 await _close(conn, invalidate=True)
-                if isinstance(exc, OSError) or (
-                    isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
-                ):
+                if failure == "lost":
                     await self._drop_idle()
             raise
         await self._put(conn, writer)
@@ -322,7 +321,7 @@ class SqlAlchemyStateStore:
         while self._idle:
             conn, since = self._idle.pop()
             if anyio.current_time() - since >= _KEEP_IDLE_SECONDS:
-                self._idle.append((conn, since))
+                await _close(conn)
                 await self._drop_idle()  # the most recently used is stale: so are the others
             elif self._db is not None and not self._db.x.usable(conn):
                 await _close(conn, invalidate=True)
@@ -654,10 +653,10 @@ class SqlAlchemyStateStore:
             ValueError: A checkpoint belongs to another run.
         """
         what = f"release_run_lock(run {run_id!r})"
-        written = [_fenced_params(cp, owner) for cp in checkpoints]
         for cp in checkpoints:
             if cp.run_id != run_id:
                 raise ValueError(f"{what}: checkpoint {cp.seq} belongs to run {cp.run_id!r}")
+        written = [_fenced_params(cp, owner) for cp in checkpoints]
         if "attributes" in patch:
             return await self._release_with_attributes(what, run_id, owner, patch, written)
         keys = frozenset(patch)
@@ -830,13 +829,22 @@ def _fenced_params(checkpoint: CheckpointRecord, owner: str) -> dict[str, Any]:
     return params
 
 
-def _clean_failure(exc: BaseException) -> bool:
-    """The call failed but its connection is as good as before (nothing left open)."""
+def _failure(exc: BaseException) -> Literal["clean", "broken", "lost"]:
+    """What a failed call left of its connection.
+
+    ``clean``: as good as before, nothing left open (the database refused a statement, or
+    the value never reached it). ``lost``: the connection to the server is gone. ``broken``:
+    anything else (cancelled mid-call, an unexpected error); nobody should reuse it.
+    """
+    if isinstance(exc, OSError) or (
+        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+    ):
+        return "lost"
     if isinstance(exc, DurableError):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        return not exc.connection_invalidated and not isinstance(exc, sa_exc.InterfaceError)
-    return isinstance(exc, sa_exc.StatementError)  # refused before reaching the database
+        return "clean"
+    if isinstance(exc, sa_exc.InterfaceError) or not isinstance(exc, sa_exc.StatementError):
+        return "broken"
+    return "clean"  # DBAPIError (a refused statement) or StatementError (a refused value)
 
 
 async def _close(conn: AsyncConnection, *, invalidate: bool = False) -> None:
