@@ -12,6 +12,15 @@ pytest.register_assert_rewrite(
     "durable.conformance._base",
     "durable.conformance.engine",
     "durable.conformance.state_store",
+    "durable.conformance.state_store._helpers",
+    "durable.conformance.state_store.checkpoints",
+    "durable.conformance.state_store.dispatch",
+    "durable.conformance.state_store.leases",
+    "durable.conformance.state_store.listing",
+    "durable.conformance.state_store.payloads",
+    "durable.conformance.state_store.runs",
+    "durable.conformance.state_store.schema",
+    "durable.conformance.state_store.signals",
 )
 
 from durable.conformance._options import SuiteOptions, needs  # noqa: E402

@@ -1,0 +1,358 @@
+"""Signals: waiters, buffered signals, ``list_pairable_tokens`` and ``pair_signal``."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from durable.conformance._base import SuiteBase
+from durable.conformance._options import needs
+from durable.conformance.state_store._helpers import (
+    _A,
+    _B,
+    _assert_utc,
+    _create,
+    _get,
+    _locked,
+    _new_id,
+    _now,
+    _race,
+    _run,
+)
+from durable.core import TERMINAL_STATUSES, SignalWaiter
+
+if TYPE_CHECKING:
+    from durable.core import JSONValue, StateStore
+
+
+class SignalsSuite(SuiteBase):
+    """Signal waiters, buffered signals, ``list_pairable_tokens`` and ``pair_signal``."""
+
+    # -- signal waiters -------------------------------------------------------------------------
+
+    async def test_take_signal_waiter_returns_and_deletes_waiter(
+        self, durable_store: StateStore
+    ) -> None:
+        waiter = SignalWaiter(_new_id("token"), _new_id(), 3)
+        await durable_store.put_signal_waiter(waiter)
+        assert await durable_store.take_signal_waiter(waiter.token) == waiter
+        assert await durable_store.take_signal_waiter(waiter.token) is None
+        assert await durable_store.list_signal_waiters(waiter.token) == []
+
+    async def test_put_signal_waiter_replaces_waiter_on_same_token(
+        self, durable_store: StateStore
+    ) -> None:
+        token = _new_id("token")
+        await durable_store.put_signal_waiter(SignalWaiter(token, _new_id(), 1))
+        newer = SignalWaiter(token, _new_id(), 7)
+        await durable_store.put_signal_waiter(newer)
+        assert await durable_store.list_signal_waiters(token) == [newer]
+        assert await durable_store.take_signal_waiter(token) == newer
+        assert await durable_store.take_signal_waiter(token) is None
+
+    async def test_take_signal_waiter_of_unknown_token_returns_none(
+        self, durable_store: StateStore
+    ) -> None:
+        assert await durable_store.take_signal_waiter(_new_id("token")) is None
+
+    async def test_remove_signal_waiter_removes_only_exact_match(
+        self, durable_store: StateStore
+    ) -> None:
+        waiter = SignalWaiter(_new_id("token"), _new_id(), 5)
+        await durable_store.put_signal_waiter(waiter)
+        for near in (
+            dataclasses.replace(waiter, seq=6),
+            dataclasses.replace(waiter, run_id=_new_id()),
+            dataclasses.replace(waiter, token=_new_id("token")),
+        ):
+            assert await durable_store.remove_signal_waiter(near) is False
+        assert await durable_store.list_signal_waiters(waiter.token) == [waiter]
+        assert await durable_store.remove_signal_waiter(waiter) is True
+        assert await durable_store.list_signal_waiters(waiter.token) == []
+        assert await durable_store.remove_signal_waiter(waiter) is False
+
+    async def test_list_signal_waiters_filters_by_prefix_ordered_by_token(
+        self, durable_store: StateStore
+    ) -> None:
+        prefix, other = _new_id("approve") + ":", _new_id("refund") + ":"
+        waiters = [SignalWaiter(f"{prefix}{s}", _new_id(), i) for i, s in enumerate("cab")]
+        for waiter in [*waiters, SignalWaiter(f"{other}a", _new_id(), 1)]:
+            await durable_store.put_signal_waiter(waiter)
+        ordered = sorted(waiters, key=lambda w: w.token)
+        assert await durable_store.list_signal_waiters(prefix) == ordered
+        everything = await durable_store.list_signal_waiters()
+        assert [w for w in everything if w.token.startswith(prefix)] == ordered
+        assert len(everything) == 4
+        assert await durable_store.list_signal_waiters(_new_id("nobody")) == []
+
+    async def test_list_signal_waiters_prefix_is_literal(self, durable_store: StateStore) -> None:
+        base = _new_id("p")
+        suffixes = ("%x", "_y", "ab", "\\z", ":Order", ":order", "[a]", "*")
+        for suffix in suffixes:
+            await durable_store.put_signal_waiter(SignalWaiter(base + suffix, _new_id(), 1))
+        for suffix in suffixes:
+            prefix = base + suffix[:2] if suffix.startswith(":") else base + suffix[0]
+            got = [w.token for w in await durable_store.list_signal_waiters(prefix)]
+            assert got == [base + suffix], f"prefix {prefix!r} matched {got!r}"
+
+    async def test_signal_tokens_compare_exactly(self, durable_store: StateStore) -> None:
+        token = _new_id("Token")
+        waiter = SignalWaiter(token, _new_id(), 1)
+        await durable_store.put_signal_waiter(waiter)
+        await durable_store.buffer_signal(token, "payload", _now())
+        for variant in (token.upper(), token.lower(), f"{token} ", f"{token}\t"):
+            assert await durable_store.take_signal_waiter(variant) is None, variant
+            assert await durable_store.take_buffered_signal(variant) is None, variant
+            assert await durable_store.pair_signal(variant, _now()) is None, variant
+        assert await durable_store.take_signal_waiter(token) == waiter
+        signal = await durable_store.take_buffered_signal(token)
+        assert signal is not None
+        assert signal.token == token
+
+    @needs("race_repeats")
+    async def test_one_of_many_concurrent_waiter_takers_wins(
+        self, durable_store: StateStore
+    ) -> None:
+        async def one_round() -> None:
+            waiter = SignalWaiter(_new_id("token"), _new_id(), 1)
+            await durable_store.put_signal_waiter(waiter)
+            taken = await _race(
+                self.options.concurrency,
+                lambda _: durable_store.take_signal_waiter(waiter.token),
+            )
+            got = [w for w in taken if w is not None]
+            assert got == [waiter], f"{len(got)} takers got the waiter"
+
+        for _ in range(self.options.race_repeats):
+            await one_round()
+
+    # -- buffered signals -----------------------------------------------------------------------
+
+    async def test_buffer_signal_returns_increasing_ids(self, durable_store: StateStore) -> None:
+        tokens = [_new_id("token"), _new_id("token")]
+        ids = [await durable_store.buffer_signal(tokens[i % 2], i, _now()) for i in range(6)]
+        assert ids == sorted(ids)
+        assert len(set(ids)) == len(ids)
+
+    async def test_take_buffered_signal_is_fifo_per_token(self, durable_store: StateStore) -> None:
+        first, second, now = _new_id("token"), _new_id("token"), _now()
+        for i in range(10):
+            await durable_store.buffer_signal(first if i % 3 else second, i, now)
+        for token, expected in ((first, [1, 2, 4, 5, 7, 8]), (second, [0, 3, 6, 9])):
+            taken = []
+            while (signal := await durable_store.take_buffered_signal(token)) is not None:
+                taken.append(signal.payload)
+            assert taken == expected
+
+    async def test_take_buffered_signal_returns_what_was_buffered(
+        self, durable_store: StateStore
+    ) -> None:
+        token, when = _new_id("token"), datetime(2031, 5, 17, 12, 0, 0, 654321, tzinfo=UTC)
+        signal_id = await durable_store.buffer_signal(token, {"approved": True}, when)
+        signal = await durable_store.take_buffered_signal(token)
+        assert signal is not None
+        assert (signal.id, signal.token, signal.payload) == (signal_id, token, {"approved": True})
+        assert signal.created_at == when
+        _assert_utc(signal.created_at, "buffered signal created_at")
+        assert await durable_store.take_buffered_signal(token) is None
+
+    async def test_take_buffered_signal_of_empty_token_returns_none(
+        self, durable_store: StateStore
+    ) -> None:
+        assert await durable_store.take_buffered_signal(_new_id("token")) is None
+
+    @needs("race_repeats")
+    async def test_concurrent_buffered_takers_take_each_signal_once_in_order(
+        self, durable_store: StateStore
+    ) -> None:
+        async def one_round() -> None:
+            token, count, now = _new_id("token"), 2 * self.options.concurrency, _now()
+            for i in range(count):
+                await durable_store.buffer_signal(token, i, now)
+
+            async def drain(_: int) -> list[JSONValue]:
+                taken: list[JSONValue] = []
+                while (signal := await durable_store.take_buffered_signal(token)) is not None:
+                    taken.append(signal.payload)
+                return taken
+
+            per_taker = await _race(self.options.concurrency, drain)
+            everything = sorted(p for taken in per_taker for p in taken if isinstance(p, int))
+            assert everything == list(range(count)), "signals were lost or taken twice"
+            for taken in per_taker:
+                assert taken == sorted(taken, key=lambda p: p if isinstance(p, int) else -1), (
+                    f"one taker saw signals out of FIFO order: {taken}"
+                )
+
+        for _ in range(self.options.race_repeats):
+            await one_round()
+
+    # -- list_pairable_tokens -------------------------------------------------------------------
+
+    async def test_list_pairable_tokens_finds_tokens_with_waiter_and_signal(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        run = await _create(durable_store, _run("suspended"))
+        both = sorted(_new_id("both") for _ in range(3))
+        waiter_only, signal_only = _new_id("waiter"), _new_id("signal")
+        for seq, token in enumerate([*both, waiter_only]):
+            await durable_store.put_signal_waiter(SignalWaiter(token, run.id, seq))
+        for token in [*both, both[0], signal_only]:
+            await durable_store.buffer_signal(token, "x", now)
+        assert await durable_store.list_pairable_tokens(10) == both
+        assert await durable_store.list_pairable_tokens(2) == both[:2]
+        await durable_store.pair_signal(both[1], now)
+        assert await durable_store.list_pairable_tokens(10) == [both[0], both[2]]
+
+    # -- pair_signal ----------------------------------------------------------------------------
+
+    async def test_pair_signal_delivers_oldest_signal_to_waiter(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        run = await _create(durable_store, _run("suspended", wake_at=now + timedelta(days=1)))
+        token = _new_id("token")
+        waiter = SignalWaiter(token, run.id, 3)
+        await durable_store.put_signal_waiter(waiter)
+        await durable_store.buffer_signal(token, {"n": 1}, now)
+        await durable_store.buffer_signal(token, {"n": 2}, now)
+        assert await durable_store.pair_signal(token, now) == waiter
+        assert await durable_store.take_signal_waiter(token) is None
+        checkpoint = await durable_store.get_checkpoint(run.id, 3)
+        assert checkpoint is not None
+        assert (checkpoint.kind, checkpoint.status, checkpoint.name) == (
+            "signal",
+            "completed",
+            token,
+        )
+        assert (checkpoint.run_id, checkpoint.seq, checkpoint.output) == (run.id, 3, {"n": 1})
+        got = await _get(durable_store, run.id)
+        assert (got.status, got.wake_at) == ("pending", None)
+        remaining = await durable_store.take_buffered_signal(token)
+        assert remaining is not None
+        assert remaining.payload == {"n": 2}
+        assert await durable_store.take_buffered_signal(token) is None
+
+    async def test_pair_signal_without_waiter_keeps_signal(self, durable_store: StateStore) -> None:
+        token = _new_id("token")
+        await durable_store.buffer_signal(token, "kept", _now())
+        assert await durable_store.pair_signal(token, _now()) is None
+        signal = await durable_store.take_buffered_signal(token)
+        assert signal is not None
+        assert signal.payload == "kept"
+
+    async def test_pair_signal_without_signal_keeps_waiter(self, durable_store: StateStore) -> None:
+        run = await _create(durable_store, _run("suspended"))
+        waiter = SignalWaiter(_new_id("token"), run.id, 1)
+        await durable_store.put_signal_waiter(waiter)
+        assert await durable_store.pair_signal(waiter.token, _now()) is None
+        assert await durable_store.list_signal_waiters(waiter.token) == [waiter]
+        assert (await _get(durable_store, run.id)).status == "suspended"
+        assert await durable_store.list_checkpoints(run.id) == []
+
+    async def test_pair_signal_flags_run_leased_by_another_worker(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        for holder in (None, _B):
+            run = await _locked(durable_store, _A, now)
+            token = _new_id("token")
+            await durable_store.put_signal_waiter(SignalWaiter(token, run.id, 1))
+            await durable_store.buffer_signal(token, "go", now)
+            assert await durable_store.pair_signal(token, now, holder=holder) is not None
+            got = await _get(durable_store, run.id)
+            assert (got.status, got.wake_requested, got.locked_by) == ("running", True, _A)
+            checkpoint = await durable_store.get_checkpoint(run.id, 1)
+            assert checkpoint is not None
+            assert checkpoint.output == "go"
+
+    async def test_pair_signal_does_not_flag_run_leased_by_holder(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        run = await _locked(durable_store, _A, now)
+        token = _new_id("token")
+        await durable_store.put_signal_waiter(SignalWaiter(token, run.id, 1))
+        await durable_store.buffer_signal(token, "mine", now)
+        assert await durable_store.pair_signal(token, now, holder=_A) is not None
+        got = await _get(durable_store, run.id)
+        assert (got.status, got.wake_requested, got.locked_by) == ("running", False, _A)
+        checkpoint = await durable_store.get_checkpoint(run.id, 1)
+        assert checkpoint is not None
+        assert checkpoint.output == "mine"
+
+    async def test_pair_signal_to_ended_run_deletes_waiter_and_keeps_signal(
+        self, durable_store: StateStore
+    ) -> None:
+        for status in sorted(TERMINAL_STATUSES):
+            run = await _create(durable_store, _run(status))
+            token = _new_id("token")
+            await durable_store.put_signal_waiter(SignalWaiter(token, run.id, 1))
+            await durable_store.buffer_signal(token, "unread", _now())
+            assert await durable_store.pair_signal(token, _now()) is None
+            assert await durable_store.list_signal_waiters(token) == []
+            assert await durable_store.list_checkpoints(run.id) == []
+            assert (await _get(durable_store, run.id)).status == status
+            signal = await durable_store.take_buffered_signal(token)
+            assert signal is not None
+            assert signal.payload == "unread"
+
+    @needs("race_repeats")
+    async def test_concurrent_pairers_deliver_one_signal_once(
+        self, durable_store: StateStore
+    ) -> None:
+        async def one_round() -> None:
+            now = _now()
+            run = await _create(durable_store, _run("suspended"))
+            token = _new_id("token")
+            waiter = SignalWaiter(token, run.id, 1)
+            await durable_store.put_signal_waiter(waiter)
+            for i in range(3):
+                await durable_store.buffer_signal(token, i, now)
+            paired = await _race(
+                self.options.concurrency, lambda _: durable_store.pair_signal(token, now)
+            )
+            assert [w for w in paired if w is not None] == [waiter]
+            checkpoint = await durable_store.get_checkpoint(run.id, 1)
+            assert checkpoint is not None
+            assert checkpoint.output == 0
+            left = []
+            while (signal := await durable_store.take_buffered_signal(token)) is not None:
+                left.append(signal.payload)
+            assert left == [1, 2]
+
+        for _ in range(self.options.race_repeats):
+            await one_round()
+
+    @needs("race_repeats")
+    async def test_racing_senders_and_waiters_deliver_every_signal_once(
+        self, durable_store: StateStore
+    ) -> None:
+        async def one_round() -> None:
+            now, pairs = _now(), self.options.concurrency // 2
+            runs = [await _create(durable_store, _run("suspended")) for _ in range(pairs)]
+            waiters = [SignalWaiter(_new_id("token"), run.id, 1) for run in runs]
+
+            async def contend(i: int) -> SignalWaiter | None:
+                waiter = waiters[i // 2]
+                if i % 2:
+                    await durable_store.put_signal_waiter(waiter)
+                else:
+                    await durable_store.buffer_signal(waiter.token, f"for {waiter.run_id}", now)
+                return await durable_store.pair_signal(waiter.token, now)
+
+            paired = await _race(2 * pairs, contend)
+            for index, waiter in enumerate(waiters):
+                delivered = [w for w in paired[2 * index : 2 * index + 2] if w is not None]
+                assert delivered == [waiter], f"token {waiter.token}: delivered {len(delivered)}x"
+                checkpoint = await durable_store.get_checkpoint(waiter.run_id, 1)
+                assert checkpoint is not None
+                assert checkpoint.output == f"for {waiter.run_id}"
+                assert await durable_store.take_signal_waiter(waiter.token) is None
+                assert await durable_store.take_buffered_signal(waiter.token) is None
+                assert (await _get(durable_store, waiter.run_id)).status == "pending"
+
+        for _ in range(self.options.race_repeats):
+            await one_round()
