@@ -25,9 +25,10 @@ STORES = {
     "memory": ["memory"],
     "sqlalchemy": ["sqlite", "postgres", "postgres-psycopg", "mariadb"],
 }
+TRANSPORTS = {"inprocess": ["memory"]}  # the medium each bundled transport's suite runs on
 CELLS = [
-    nox.param(store, db, id=f"{store}-{db}", tags=["conformance", store, db.split("-")[0]])
-    for store, dbs in STORES.items()
+    nox.param(wiring, db, id=f"{wiring}-{db}", tags=["conformance", wiring, db.split("-")[0]])
+    for wiring, dbs in (STORES | TRANSPORTS).items()
     for db in dbs
 ]
 NAMESPACE_DIRS = ["durable", "durable/stores", "durable/transports"]
@@ -81,12 +82,12 @@ def tests(session: nox.Session, dist: str) -> None:
 
 
 @nox.session
-@nox.parametrize("store,db", CELLS)
-def conformance(session: nox.Session, store: str, db: str) -> None:
-    """The conformance suites against one bundled store on one database."""
+@nox.parametrize("wiring,db", CELLS)
+def conformance(session: nox.Session, wiring: str, db: str) -> None:
+    """The conformance suites against one bundled store or transport on one database/medium."""
     sync(session, "dev")
     session.run(
-        "pytest", f"tests_conformance/test_{store}.py", f"--durable-db={db}", *session.posargs
+        "pytest", f"tests_conformance/test_{wiring}.py", f"--durable-db={db}", *session.posargs
     )
 
 
@@ -108,7 +109,8 @@ def lowest(session: nox.Session) -> None:
     """The tests on the lowest versions our dependency floors allow (``lowest-direct``).
 
     Proves the floors in each pyproject.toml are real: the core and transport unit tests, then
-    the conformance suites on the in-memory store and on SQLite (which exercise the store).
+    the conformance suites on the in-memory store, on SQLite (which exercise the store) and on
+    the in-process transport.
     """
     session.install(
         "--resolution",
@@ -122,6 +124,7 @@ def lowest(session: nox.Session) -> None:
     )
     session.run("pytest", "tests_conformance/test_memory.py")
     session.run("pytest", "tests_conformance/test_sqlalchemy.py", "--durable-db=sqlite")
+    session.run("pytest", "tests_conformance/test_inprocess.py")
 
 
 @nox.session

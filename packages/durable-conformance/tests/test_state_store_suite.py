@@ -1,24 +1,22 @@
 """The suite's own tests: it passes on the reference store and fails on broken ones.
 
-The suites are run the way a third party runs them: generated test modules subclass
-``StateStoreSuite`` in a scratch directory, and one in-process ``pytest.main`` runs them all,
-recording every report. The tests below then read the outcomes they care about.
+The suites are run the way a third party runs them (see ``suite_runs``): generated test modules
+subclass ``StateStoreSuite`` in a scratch directory and one in-process ``pytest.main`` runs
+them all. The tests below then read the outcomes they care about.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import pydantic
 import pytest
+from suite_runs import TRIO, Outcomes, run
 
 import durable.conformance
 from durable.conformance import StateStoreSuite, SuiteOptions, needs
 from durable.conformance._options import NEEDS_ATTRIBUTE
 
-HERE = Path(__file__).parent
 PREFIX_TEST = "test_list_signal_waiters_prefix_is_literal"
 RACE_TESTS = {
     name
@@ -92,14 +90,6 @@ BROKEN: dict[str, set[str]] = {
     },
 }
 
-INI = """\
-[pytest]
-addopts = --import-mode=importlib --strict-markers --strict-config -p no:cacheprovider
-xfail_strict = false
-filterwarnings = error
-pythonpath = {here}
-"""
-
 HEADER = """\
 from __future__ import annotations
 
@@ -125,12 +115,6 @@ class Test{name}(StateStoreSuite):
         await store.aclose()
 {extra}
 
-"""
-
-TRIO = """
-    @pytest.fixture
-    def anyio_backend(self):
-        return "trio"
 """
 
 NO_STORE_WANTED = """\
@@ -166,55 +150,9 @@ def _suite(
     return SUITE.format(name=name, factory=factory, options=options, gaps=gaps or {}, extra=extra)
 
 
-@dataclass
-class Outcomes:
-    """What the in-process pytest run reported, keyed by node id."""
-
-    tests: dict[str, str] = field(default_factory=dict)
-    reasons: dict[str, str] = field(default_factory=dict)
-    collection_errors: dict[str, str] = field(default_factory=dict)
-
-    def of(self, cls: str) -> dict[str, str]:
-        """Outcome per test name of one generated class."""
-        marker = f"::{cls}::"
-        return {
-            nodeid.partition(marker)[2]: outcome
-            for nodeid, outcome in self.tests.items()
-            if marker in nodeid
-        }
-
-    def reason(self, cls: str, test: str) -> str:
-        return next(r for n, r in self.reasons.items() if n.endswith(f"::{cls}::{test}"))
-
-
-class Recorder:
-    """A pytest plugin object collecting the reports of the inner run."""
-
-    def __init__(self) -> None:
-        self.outcomes = Outcomes()
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        tests, nodeid = self.outcomes.tests, report.nodeid
-        if report.failed:
-            tests[nodeid] = "failed" if report.when == "call" else "error"
-            self.outcomes.reasons[nodeid] = str(report.longrepr)
-        elif report.skipped and tests.get(nodeid) not in ("failed", "error"):
-            xfailed = hasattr(report, "wasxfail")
-            tests[nodeid] = "xfailed" if xfailed else "skipped"
-            reason = report.wasxfail if xfailed else str(report.longrepr)
-            self.outcomes.reasons[nodeid] = reason
-        elif report.when == "call" and nodeid not in tests:
-            tests[nodeid] = "passed"
-
-    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if report.failed:
-            self.outcomes.collection_errors[report.nodeid] = str(report.longrepr)
-
-
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Outcomes:
     root = tmp_path_factory.mktemp("third_party")
-    (root / "pytest.ini").write_text(INI.format(here=HERE))
     broken = "".join(_suite(name, f"broken_stores.{name}") for name in BROKEN)
     reference = "".join(
         [
@@ -244,8 +182,6 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Outcomes:
         "test_no_store.py": HEADER + NO_STORE_WANTED,
         "test_unknown_gap.py": UNKNOWN_GAP,
     }
-    for name, source in files.items():
-        (root / name).write_text(source)
     # Broken stores run only the tests meant to catch them; the rest run whole.
     selected = [
         f"{root / 'test_broken.py'}::Test{store}::{test}"
@@ -267,11 +203,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Outcomes:
         str(root / "test_no_store.py") + "::TestForgotTheFixture::test_year_9999_roundtrip",
         str(root / "test_unknown_gap.py"),
     ]
-    recorder = Recorder()
-    options = ["-c", str(root / "pytest.ini"), "--rootdir", str(root), "-q"]
-    options += ["-p", "no:faulthandler", "--continue-on-collection-errors"]
-    pytest.main([*selected, *options], plugins=[recorder])
-    return recorder.outcomes
+    return run(root, files, selected)
 
 
 def _suite_tests() -> set[str]:

@@ -1,7 +1,7 @@
 """durable-conformance: the suites every durable store and transport must pass.
 
-Subclass a suite, override its ``durable_store`` fixture and run pytest; see
-``docs/conformance.md``.
+Subclass a suite, override its ``durable_store`` fixture (``durable_transport`` for
+``TransportSuite``) and run pytest; see ``docs/conformance.md``.
 """
 
 import pytest
@@ -10,6 +10,7 @@ import pytest
 # modules and in modules registered before they are imported.
 pytest.register_assert_rewrite(
     "durable.conformance._base",
+    "durable.conformance._wire",
     "durable.conformance.engine",
     "durable.conformance.state_store",
     "durable.conformance.state_store._helpers",
@@ -21,15 +22,18 @@ pytest.register_assert_rewrite(
     "durable.conformance.state_store.runs",
     "durable.conformance.state_store.schema",
     "durable.conformance.state_store.signals",
+    "durable.conformance.transport",
 )
 
 from durable.conformance._options import SuiteOptions, needs  # noqa: E402
 from durable.conformance.engine import EngineSuite  # noqa: E402
 from durable.conformance.state_store import StateStoreSuite  # noqa: E402
+from durable.conformance.transport import TransportSuite  # noqa: E402
 
 __all__ = [
     "EngineSuite",
     "StateStoreSuite",
     "SuiteOptions",
+    "TransportSuite",
     "needs",
 ]

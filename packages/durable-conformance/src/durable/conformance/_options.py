@@ -1,4 +1,4 @@
-"""``SuiteOptions``: what a store tells the suites about itself, and ``needs`` to read it."""
+"""``SuiteOptions``: what a store or transport tells the suites, and ``needs`` to read it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ NEEDS_ATTRIBUTE = "__durable_needs__"
 
 
 class SuiteOptions(BaseModel):
-    """The few things a store may tell the conformance suites; the defaults are the strict ones.
+    """The few things a store or transport may tell the suites; the defaults are the strict ones.
 
     Frozen, and unknown or mistyped fields are rejected, so a typo fails at import instead of
     quietly weakening the suite. Each field answers one question:
@@ -28,12 +28,21 @@ class SuiteOptions(BaseModel):
         race_repeats: How many times is each race run, with fresh rows every time? Rare
             interleavings need repeats to show up. ``0`` skips the race tests (a quick smoke
             run, never a conformance claim).
+        redeliveries: (TransportSuite) How many times, at least, does the transport deliver a
+            task or result again after the receiver's handler raised on it? The redelivery
+            tests make a handler raise that many times in a row and expect one more delivery.
+            ``0`` says the transport does not redeliver (the engine then dispatches a lost task
+            again at the step's deadline) and skips those tests.
+        delivery_timeout: (TransportSuite) How many seconds may a message take to arrive
+            before the test fails? Raise it for a slow broker.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     concurrency: int = Field(default=50, ge=2)
     race_repeats: int = Field(default=20, ge=0)
+    redeliveries: int = Field(default=3, ge=0)
+    delivery_timeout: float = Field(default=10.0, gt=0)
 
 
 def needs(option: str) -> Callable[[_F], _F]:
