@@ -119,12 +119,13 @@ def test_driver_errors_become_core_errors(error: BaseException, kind: type[Store
 
 
 @pytest.mark.parametrize("db", ["postgres"])
-async def test_nul_character_in_a_jsonb_payload_raises_serialization_error(
+async def test_nul_character_in_a_tag_raises_serialization_error(
     store: SqlAlchemyStateStore,
 ) -> None:
-    run = RunRecord("r1", "wf", "1", "pending", "nul \x00 here", created_at=NOW, updated_at=NOW)
-    with pytest.raises(SerializationError, match="create_run"):
+    run = RunRecord("r1", "wf", "1", "pending", None, NOW, NOW, tags=["nul \x00 here"])
+    with pytest.raises(SerializationError, match=r"create_run\(run 'r1'\)"):
         await store.create_run(run)
+    assert await store.get_run("r1") is None
 
 
 def test_sqlite_without_returning_is_refused() -> None:

@@ -74,10 +74,14 @@ INDEXES = {
     ("durable_signal_waiters", ("run_id",)),
     ("durable_buffered_signals", ("token", "id")),
 }
-JSON_COLUMNS = {
-    "durable_workflow_runs": ["input", "output", "error", "tags", "attributes"],
+PAYLOAD_COLUMNS = {
+    "durable_workflow_runs": ["input", "output", "error", "attributes"],
     "durable_step_checkpoints": ["input", "output", "error"],
     "durable_buffered_signals": ["payload"],
+}
+JSON_COLUMNS = {
+    **PAYLOAD_COLUMNS,
+    "durable_workflow_runs": [*PAYLOAD_COLUMNS["durable_workflow_runs"], "tags"],
 }
 TIME_COLUMNS = {
     "durable_workflow_runs": ["wake_at", "locked_until", "created_at", "updated_at"],
@@ -106,14 +110,15 @@ def test_tables_and_columns_have_the_contract_names() -> None:
     } == INDEXES
 
 
-def test_postgres_ddl_uses_timestamptz_jsonb_and_c_collated_keys() -> None:
+def test_postgres_ddl_uses_timestamptz_json_payloads_jsonb_tags_and_c_collated_keys() -> None:
     tables = ddl(postgresql.dialect())  # type: ignore[no-untyped-call]
     for table, columns in TIME_COLUMNS.items():
         for column in columns:
             assert "TIMESTAMP WITH TIME ZONE" in column_line(tables[table], column)
-    for table, columns in JSON_COLUMNS.items():
+    for table, columns in PAYLOAD_COLUMNS.items():
         for column in columns:
-            assert column_line(tables[table], column).split()[1] == "JSONB"
+            assert column_line(tables[table], column).split()[1] == "JSON"
+    assert column_line(tables["durable_workflow_runs"], "tags").split()[1] == "JSONB"
     assert (
         column_line(tables["durable_workflow_runs"], "id") == 'id VARCHAR(191) COLLATE "C" NOT NULL'
     )
@@ -174,7 +179,8 @@ async def test_created_columns_have_the_native_types(url: str, db: str) -> None:
     if db == "postgres":
         assert isinstance(created, postgresql.TIMESTAMP)
         assert created.timezone
-        assert isinstance(payload, postgresql.JSONB)
+        assert type(payload) is postgresql.JSON  # keeps the text as written; JSONB would not
+        assert type(found["tags"]) is postgresql.JSONB
     elif db == "mariadb":
         assert isinstance(created, mysql.DATETIME)
         assert created.fsp == 6

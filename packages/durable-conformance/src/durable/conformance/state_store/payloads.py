@@ -71,6 +71,18 @@ async def _assert_payload_roundtrips(store: StateStore, payload: JSONValue) -> N
     assert not wrong, f"payload changed in {', '.join(wrong)}: {values[wrong[0]]!r:.300}"
 
 
+def _key_orders(value: JSONValue) -> list[list[str]]:
+    """The keys of every object in ``value``, in their order, depth first."""
+    if isinstance(value, dict):
+        orders = [list(value)]
+        for item in value.values():
+            orders += _key_orders(item)
+        return orders
+    if isinstance(value, list):
+        return [order for item in value for order in _key_orders(item)]
+    return []
+
+
 async def _datetime_roundtrips(store: StateStore, when: datetime) -> dict[str, datetime | None]:
     """Write ``when`` to every datetime column and read each back."""
     namespace = _new_id("ns")
@@ -190,6 +202,32 @@ class PayloadsSuite(SuiteBase):
         for payload in scalars:
             await _assert_payload_roundtrips(durable_store, payload)
         await _assert_payload_roundtrips(durable_store, {"t": True, "one": 1, "f": False, "z": 0})
+
+    async def test_object_key_order_roundtrip(self, durable_store: StateStore) -> None:
+        # Neither sorted nor by length (jsonb's order): only a store keeping the text keeps it.
+        payload: JSONValue = {
+            "zeta": 1,
+            "beta": {"yankee": [{"delta": 1, "charlie": 2, "d": 3}], "alpha": None},
+            "a": [],
+            "mid": {"z": {}, "y": [{"b": 1, "a": 2}]},
+        }
+        values = await _payload_roundtrips(durable_store, payload)
+        expected = _key_orders(payload)
+        wrong = sorted(where for where, value in values.items() if _key_orders(value) != expected)
+        assert not wrong, (
+            f"object keys reordered in {', '.join(wrong)}: "
+            f"wrote {expected}, read {_key_orders(values[wrong[0]])}"
+        )
+        await _assert_payload_roundtrips(durable_store, payload)
+
+    async def test_nul_character_roundtrip(self, durable_store: StateStore) -> None:
+        await _assert_payload_roundtrips(durable_store, "\x00")
+        await _assert_payload_roundtrips(
+            durable_store, {"text": "before\x00after", "key\x00": ["\x00", {"\x00": "\x00"}]}
+        )
+        error: ErrorInfo = {"type": "ValueError", "message": "bad byte \x00 in input"}
+        run = await _create(durable_store, dataclasses.replace(_run("failed"), error=error))
+        assert (await _get(durable_store, run.id)).error == error
 
     async def test_error_info_roundtrip(self, durable_store: StateStore) -> None:
         full: ErrorInfo = {

@@ -6,8 +6,12 @@
 - :class:`UTCDateTime`: ``timestamptz`` on PostgreSQL, ``DATETIME(6)`` (UTC) on MySQL/MariaDB,
   fixed-width UTC text (``YYYY-MM-DD HH:MM:SS.ffffff``) on SQLite, which sorts and compares as
   text exactly as the instants do, from year 1 to 9999. Always read back as aware UTC.
-- :class:`JSONText`: ``jsonb`` on PostgreSQL, ``LONGTEXT`` on MySQL/MariaDB, ``TEXT`` on SQLite.
-  Python ``None`` is SQL ``NULL``.
+- :class:`JSONText`: payloads, kept exactly as written (key order, ``\u0000``): ``json`` on
+  PostgreSQL (which stores the input text), ``LONGTEXT`` on MySQL/MariaDB, ``TEXT`` on SQLite.
+- :class:`QueryableJSON`: JSON the store filters on (run tags): ``jsonb`` on PostgreSQL, for its
+  ``@>`` operator; as :class:`JSONText` elsewhere.
+
+Python ``None`` is SQL ``NULL`` in both JSON types.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import DateTime, String, Text
 from sqlalchemy.dialects import mysql, postgresql
@@ -140,12 +144,15 @@ def _positional(match: re.Match[str]) -> str:
     return text if "." in text else text + ".0"
 
 
-def dumps_for_jsonb(value: JSONValue) -> str:
-    """JSON text whose floats survive ``jsonb``.
+def dumps_positional(value: JSONValue) -> str:
+    """Compact JSON text with every float written without an exponent.
 
     ``jsonb`` keeps numbers as ``numeric`` and prints them without an exponent, so ``1e+16``
     would come back as the integer ``10000000000000000``. Written positionally with a decimal
-    point (``10000000000000000.0``), it comes back as the same float.
+    point (``10000000000000000.0``), it comes back as the same float. Payload columns are
+    ``json``, which keeps any text; they are written this way too, so a payload column still of
+    type ``jsonb`` (tables made by an earlier build of this store) returns floats as floats
+    until it is migrated.
     """
     text = dumps(value)
     if _MAY_HAVE_EXPONENT.search(text) is None:
@@ -163,15 +170,31 @@ class _JSONB(UserDefinedType["JSONValue"]):
         return "JSONB"
 
 
-class JSONText(TypeDecorator["JSONValue"]):
-    """A JSON document; ``None`` is stored as SQL ``NULL``."""
+class _JSON(UserDefinedType["JSONValue"]):
+    """PostgreSQL ``json`` bound from JSON text we serialise.
+
+    The parameter carries no cast: the server gives it the type of the column it is written
+    to, so a statement also writes a payload column still of type ``jsonb`` (a ``CASE`` that
+    mixed ``json`` and ``jsonb`` would be refused).
+    """
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "JSON"
+
+
+class _JSONColumn(TypeDecorator["JSONValue"]):
+    """A JSON document serialised by us; ``None`` is stored as SQL ``NULL``."""
 
     impl = Text
     cache_ok = True
+    _postgres: ClassVar[type[UserDefinedType[JSONValue]]]
+    """The PostgreSQL column type."""
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
-            return _JSONB()
+            return self._postgres()
         if dialect.name in _MYSQL:
             return dialect.type_descriptor(mysql.LONGTEXT(charset="utf8mb4"))
         return dialect.type_descriptor(Text())
@@ -180,11 +203,25 @@ class JSONText(TypeDecorator["JSONValue"]):
         if value is None:
             return None
         if dialect.name == "postgresql":
-            return dumps_for_jsonb(value)
+            return dumps_positional(value)
         return dumps(value)
 
     def process_result_value(self, value: object, dialect: Dialect) -> JSONValue:
         if isinstance(value, str | bytes) and dialect.name != "postgresql":
             loaded: JSONValue = json.loads(value)
             return loaded
-        return value  # type: ignore[return-value]  # None, or jsonb the driver decoded
+        return value  # type: ignore[return-value]  # None, or json the driver decoded
+
+
+class JSONText(_JSONColumn):
+    """A payload: JSON text stored as written, so it reads back with its keys in order."""
+
+    cache_ok = True
+    _postgres = _JSON
+
+
+class QueryableJSON(_JSONColumn):
+    """JSON the store's queries look into (``@>`` on PostgreSQL ``jsonb``)."""
+
+    cache_ok = True
+    _postgres = _JSONB

@@ -38,7 +38,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from durable.core import AttributeValue, RunStatus
-from durable.stores.sqlalchemy._coltypes import JSONText, Key, UTCDateTime
+from durable.stores.sqlalchemy._coltypes import Key, QueryableJSON, UTCDateTime
 from durable.stores.sqlalchemy._tables import (
     attributes,
     buffered_signals,
@@ -475,9 +475,9 @@ class Statements:
         """Conditions: the run carries every tag in ``tags``."""
         wanted = sorted(tags)
         if self.family == "postgresql":
-            return [R.tags.op("@>", return_type=Boolean)(literal(wanted, JSONText()))]
+            return [R.tags.op("@>", return_type=Boolean)(literal(wanted, QueryableJSON()))]
         if self.family == "mysql":
-            return [func.JSON_CONTAINS(R.tags, literal(wanted, JSONText())) == 1]
+            return [func.JSON_CONTAINS(R.tags, literal(wanted, QueryableJSON())) == 1]
         conditions: list[ColumnElement[bool]] = []
         for tag in wanted:
             each = func.json_each(R.tags).table_valued("value")

@@ -22,7 +22,13 @@ from sqlalchemy import (
     text,
 )
 
-from durable.stores.sqlalchemy._coltypes import BinaryText, JSONText, Key, UTCDateTime
+from durable.stores.sqlalchemy._coltypes import (
+    BinaryText,
+    JSONText,
+    Key,
+    QueryableJSON,
+    UTCDateTime,
+)
 
 metadata = MetaData()
 """The durable tables. Merge it into your own for Alembic autogenerate (see the docs)."""
@@ -49,7 +55,7 @@ runs = Table(
     Column("locked_until", UTCDateTime()),
     Column("recovery_attempts", Integer(), nullable=False, server_default=text("0")),
     Column("wake_requested", Boolean(), nullable=False, server_default=false()),
-    Column("tags", JSONText()),
+    Column("tags", QueryableJSON()),
     Column("attributes", JSONText()),
     Column("namespace", Key(), nullable=False, server_default="default"),
     Column("created_at", UTCDateTime(), nullable=False),
