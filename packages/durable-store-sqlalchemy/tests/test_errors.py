@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from sqlalchemy.dialects import mssql, sqlite
 
 from durable.core import (
     CheckpointRecord,
+    PayloadTooLargeError,
     RunRecord,
     SerializationError,
     StoreError,
@@ -110,12 +112,45 @@ def test_only_work_the_database_undid_is_retried(error: sa_exc.DBAPIError, expec
         (ConnectionRefusedError(111, "refused"), StoreUnavailableError),
         (wrapped(sa_exc.DataError, "22P05", "unsupported Unicode escape"), SerializationError),
         (wrapped(sa_exc.IntegrityError, "23502"), StoreError),
+        (wrapped(sa_exc.OperationalError, 1153), PayloadTooLargeError),
+        (wrapped(sa_exc.OperationalError, "54000"), PayloadTooLargeError),
+        (wrapped(sa_exc.DataError, 18, "string or blob too big"), PayloadTooLargeError),
     ],
 )
 def test_driver_errors_become_core_errors(error: BaseException, kind: type[StoreError]) -> None:
     translated = translate(error, "get_run(run 'r1')")
     assert type(translated) is kind
     assert str(translated).startswith("get_run(run 'r1'): ")
+
+
+PROTOCOL_ERROR = Exception("Packet sequence number wrong - got 2 expected 3")
+OVER = ("x" * 2**20, "yz")  # over a max_allowed_packet of 1 MB
+
+
+@pytest.mark.parametrize(
+    ("orig", "values", "kind"),
+    [
+        (PROTOCOL_ERROR, OVER, PayloadTooLargeError),
+        (
+            FakeDriverError(2013, "Lost connection to MySQL server during query"),
+            OVER,
+            PayloadTooLargeError,
+        ),
+        (PROTOCOL_ERROR, ("x" * 1000,), StoreError),
+        (FakeDriverError(1366, "Incorrect string value"), OVER, StoreError),  # the server read it
+    ],
+)
+def test_a_statement_over_max_packet_cut_off_mid_send_is_a_payload_too_large_error(
+    orig: Exception, values: tuple[str, ...], kind: type[StoreError]
+) -> None:
+    error = sa_exc.OperationalError("INSERT INTO t VALUES (%s, %s)", values, orig)
+    translated = translate(error, "create_run(run 'big')", max_packet=2**20)
+    assert type(translated) is kind
+    if kind is PayloadTooLargeError:
+        assert str(translated) == (
+            "create_run(run 'big'): 1,048,578 bytes of values (the largest 1,048,576) exceed "
+            "the server's max_allowed_packet of 1,048,576 bytes (1 MB); nothing was written"
+        )
 
 
 @pytest.mark.parametrize("db", ["postgres"])
@@ -126,6 +161,49 @@ async def test_nul_character_in_a_tag_raises_serialization_error(
     with pytest.raises(SerializationError, match=r"create_run\(run 'r1'\)"):
         await store.create_run(run)
     assert await store.get_run("r1") is None
+
+
+async def max_allowed_packet(store: SqlAlchemyStateStore) -> int:
+    async with store.engine.connect() as conn:
+        return int((await conn.exec_driver_sql("SELECT @@max_allowed_packet")).scalar_one())
+
+
+@pytest.mark.parametrize("db", ["mariadb"])
+@pytest.mark.parametrize("megabytes", [17, 40])
+async def test_a_write_over_max_allowed_packet_is_refused_and_the_next_call_works(
+    store: SqlAlchemyStateStore, megabytes: int
+) -> None:
+    limit = await max_allowed_packet(store)
+    assert limit < 17 * 2**20, f"needs max_allowed_packet under 17 MB; the server has {limit:,}"
+    named = rf"max_allowed_packet of {limit:,} bytes \({limit / 2**20:g} MB\); nothing was written"
+    big = "x" * (megabytes * 2**20)
+    await store.create_run(RunRecord("r1", "wf", "1", "running", None, NOW, NOW))
+    cp = CheckpointRecord("r1", 1, "s", "local", "completed", "r1:1", NOW)
+
+    with pytest.raises(PayloadTooLargeError, match=rf"create_run\(run 'big'\): .*{named}"):
+        await store.create_run(RunRecord("big", "wf", "1", "pending", big, NOW, NOW))
+    assert await store.create_run(RunRecord("r2", "wf", "1", "pending", {"n": 2}, NOW, NOW))
+    assert await store.get_run("big") is None
+
+    with pytest.raises(
+        PayloadTooLargeError, match=rf"save_checkpoint\(run 'r1', seq 1\): .*{named}"
+    ):
+        await store.save_checkpoint(dataclasses.replace(cp, output=big))
+    assert await store.get_checkpoint("r1", 1) is None
+    assert await store.save_checkpoint(dataclasses.replace(cp, output="small"))
+
+    # With a run patch: one transaction on MySQL/MariaDB, whose ROLLBACK meets a closed connection.
+    with pytest.raises(
+        PayloadTooLargeError, match=rf"save_checkpoint\(run 'r1', seq 2\): .*{named}"
+    ):
+        await store.save_checkpoint(
+            dataclasses.replace(cp, seq=2, step_id="r1:2", output=big), run_patch={"output": big}
+        )
+    assert await store.get_checkpoint("r1", 2) is None
+    got = await store.get_run("r1")
+    assert got is not None
+    assert got.output is None
+    assert await store.update_run("r1", output="small")
 
 
 def test_sqlite_without_returning_is_refused() -> None:

@@ -18,6 +18,7 @@
      +-- StoreError                   a store could not do what was asked
           +-- StoreUnavailableError   the database could not be reached
           +-- SchemaMissingError      the durable tables do not exist (auto_schema=False)
+          +-- PayloadTooLargeError    a value is larger than the database takes in one write
 """
 
 from __future__ import annotations
@@ -134,3 +135,12 @@ class StoreUnavailableError(StoreError):
 
 class SchemaMissingError(StoreError):
     """The durable tables do not exist and the engine was told not to create them."""
+
+
+class PayloadTooLargeError(StoreError):
+    """A write is larger than the database accepts; nothing of it was written.
+
+    Retrying the same value cannot succeed. The message names the call (its run, and the
+    sequence for a checkpoint), the size and the limit it exceeded, e.g. MySQL/MariaDB's
+    ``max_allowed_packet``.
+    """

@@ -43,7 +43,12 @@ from durable.stores.sqlalchemy._convert import (
     utcnow,
 )
 from durable.stores.sqlalchemy._direct import Executor, ViaSqlAlchemy, executor_for
-from durable.stores.sqlalchemy._errors import is_duplicate_key, is_retryable, translate
+from durable.stores.sqlalchemy._errors import (
+    is_duplicate_key,
+    is_oversized,
+    is_retryable,
+    translate,
+)
 from durable.stores.sqlalchemy._schema import create_durable_tables
 from durable.stores.sqlalchemy._statements import (
     RUN_COLUMNS,
@@ -94,6 +99,8 @@ class _Database:
 
     q: Statements
     x: Executor
+    max_packet: int | None
+    """MySQL/MariaDB's ``max_allowed_packet`` in bytes: the largest statement it accepts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +290,7 @@ class SqlAlchemyStateStore:
                 if attempt < _ATTEMPTS and is_retryable(exc):
                     await anyio.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))
                     continue
-                raise translate(exc, what) from exc
+                raise translate(exc, what, max_packet=self._max_packet()) from exc
 
     async def _once(
         self,
@@ -303,8 +310,8 @@ class SqlAlchemyStateStore:
         try:
             result = await self._execute(conn, op, tx)
         except BaseException as exc:
-            failure = _failure(exc)
-            if failure == "clean":
+            failure = _failure(exc, self._max_packet())
+            if failure == "clean" and not conn.invalidated:
                 await self._put(conn, writer)
             else:
                 await _close(conn, invalidate=True)
@@ -350,7 +357,7 @@ class SqlAlchemyStateStore:
         op: Callable[[_Session], Awaitable[_T]],
         tx: bool | Callable[[Features], bool],
     ) -> _T:
-        db = self._db or self._database(conn)
+        db = self._db or await self._database(conn)
         if self._sqlite and not conn.info.get(_SQLITE_READY):
             for pragma in _SQLITE_PRAGMAS:
                 await conn.exec_driver_sql(pragma)
@@ -373,10 +380,18 @@ class SqlAlchemyStateStore:
         events = sync.dispatch
         return bool(sync.echo or events.before_cursor_execute or events.after_cursor_execute)
 
-    def _database(self, conn: AsyncConnection) -> _Database:
+    async def _database(self, conn: AsyncConnection) -> _Database:
         # Built after the first connect: only then does the dialect know MariaDB from MySQL.
-        self._db = _Database(Statements(Features.of(conn.dialect)), executor_for(conn.dialect))
+        max_packet = None
+        if self._mysql:
+            found = await conn.exec_driver_sql("SELECT @@max_allowed_packet")
+            max_packet = int(found.scalar_one())
+        dialect = conn.dialect
+        self._db = _Database(Statements(Features.of(dialect)), executor_for(dialect), max_packet)
         return self._db
+
+    def _max_packet(self) -> int | None:
+        return None if self._db is None else self._db.max_packet
 
     async def _transaction(self, session: _Session, op: Callable[[_Session], Awaitable[_T]]) -> _T:
         conn = session.conn
@@ -387,7 +402,10 @@ class SqlAlchemyStateStore:
             await _end(conn, "ROLLBACK")
             return cast("_T", rollback.value)
         except BaseException:
-            await _end(conn, "ROLLBACK")
+            # The failure is what the caller hears about: a ROLLBACK that fails as well (the
+            # server closed the connection) has already invalidated it.
+            with contextlib.suppress(Exception):
+                await _end(conn, "ROLLBACK")
             raise
         await _end(conn, "COMMIT")
         return result
@@ -829,17 +847,20 @@ def _fenced_params(checkpoint: CheckpointRecord, owner: str) -> dict[str, Any]:
     return params
 
 
-def _failure(exc: BaseException) -> Literal["clean", "broken", "lost"]:
+def _failure(exc: BaseException, max_packet: int | None) -> Literal["clean", "broken", "lost"]:
     """What a failed call left of its connection.
 
     ``clean``: as good as before, nothing left open (the database refused a statement, or
     the value never reached it). ``lost``: the connection to the server is gone. ``broken``:
-    anything else (cancelled mid-call, an unexpected error); nobody should reuse it.
+    anything else (cancelled mid-call, an unexpected error, a statement refused for its size,
+    after which MySQL/MariaDB close the connection); nobody should reuse it.
     """
     if isinstance(exc, OSError) or (
         isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
     ):
         return "lost"
+    if is_oversized(exc, max_packet):
+        return "broken"
     if isinstance(exc, DurableError):
         return "clean"
     if isinstance(exc, sa_exc.InterfaceError) or not isinstance(exc, sa_exc.StatementError):
