@@ -35,11 +35,11 @@ from durable.core import (
 from durable.core.context import Turn
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Sequence
 
     from typing_extensions import Unpack
 
-    from durable.core import RunPatch, RunStatus
+    from durable.core import CheckpointStatus, RunPatch, RunStatus
 
 pytestmark = pytest.mark.anyio
 
@@ -252,11 +252,17 @@ class _FlakyStore(InMemoryStateStore):
         super().__init__()
         self.failures = failures
 
-    async def list_pending_runs(self, limit: int, namespace: str | None) -> list[RunRecord]:
+    async def list_pending_runs(
+        self,
+        limit: int,
+        namespace: str | None,
+        *,
+        workflows: Collection[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
         if self.failures > 0:
             self.failures -= 1
             raise StoreUnavailableError("database restarting")
-        return await super().list_pending_runs(limit, namespace)
+        return await super().list_pending_runs(limit, namespace, workflows=workflows)
 
 
 async def test_worker_survives_a_database_outage() -> None:
@@ -351,9 +357,10 @@ class WriteLog(InMemoryStateStore):
         run_patch: RunPatch | None = None,
         *,
         owner: str | None = None,
+        expect: tuple[CheckpointStatus, int] | None = None,
     ) -> bool:
         self.writes.append(f"save {checkpoint.kind}")
-        return await super().save_checkpoint(checkpoint, run_patch, owner=owner)
+        return await super().save_checkpoint(checkpoint, run_patch, owner=owner, expect=expect)
 
     async def release_run_lock(
         self,

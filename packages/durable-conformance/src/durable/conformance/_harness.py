@@ -13,7 +13,14 @@ from durable.transports.inprocess import InProcessTransport
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
-    from durable.core import CheckpointRecord, RunPatch, StateStore, StepHandler, WorkflowDef
+    from durable.core import (
+        CheckpointRecord,
+        CheckpointStatus,
+        RunPatch,
+        StateStore,
+        StepHandler,
+        WorkflowDef,
+    )
 
 FAST = {"poll_interval": 0.02, "lease": 1.0, "shutdown_grace": 2}
 
@@ -52,10 +59,13 @@ class CrashingStore:
         run_patch: RunPatch | None = None,
         *,
         owner: str | None = None,
+        expect: tuple[CheckpointStatus, int] | None = None,
     ) -> bool:
         if self.dead:
             raise SimulatedCrash("save_checkpoint")
-        written = await self._inner.save_checkpoint(checkpoint, run_patch, owner=owner)
+        written = await self._inner.save_checkpoint(
+            checkpoint, run_patch, owner=owner, expect=expect
+        )
         if written and owner is not None:
             self._left -= 1
             if self._left < 0:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack
 
-    from durable.core._types import JSONValue, RunStatus
+    from durable.core._types import CheckpointStatus, JSONValue, RunStatus
 
 
 def _json_copy(value: JSONValue) -> JSONValue:
@@ -158,12 +158,17 @@ class InMemoryStateStore:
         run_patch: RunPatch | None = None,
         *,
         owner: str | None = None,
+        expect: tuple[CheckpointStatus, int] | None = None,
     ) -> bool:
-        """Upsert, fenced by ``owner`` when given, with the run patch."""
+        """Upsert, fenced by ``owner`` and compared with ``expect`` when given, with the patch."""
         await anyio.lowlevel.checkpoint()
         run = self._runs.get(checkpoint.run_id)
-        if owner is not None and (run is None or run.status != "running" or run.locked_by != owner):
+        if owner is not None and not _held(run, owner):
             return False
+        if expect is not None:
+            current = self._checkpoints.get(checkpoint.run_id, {}).get(checkpoint.seq)
+            if current is None or (current.status, current.attempts) != expect:
+                return False
         stored = _stored_checkpoint(checkpoint)  # may refuse the payload: before any change
         if run_patch:
             if run is None:
@@ -174,32 +179,52 @@ class InMemoryStateStore:
 
     # -- dispatch -------------------------------------------------------------------------------
 
-    async def list_pending_runs(self, limit: int, namespace: str | None) -> list[RunRecord]:
-        """Oldest pending runs first."""
+    async def list_pending_runs(
+        self,
+        limit: int,
+        namespace: str | None,
+        *,
+        workflows: Collection[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """Oldest pending runs first, filtered before the limit."""
         await anyio.lowlevel.checkpoint()
         pending = [
             r
             for r in self._runs.values()
-            if r.status == "pending" and (namespace is None or r.namespace == namespace)
+            if r.status == "pending" and _executable(r, namespace, workflows)
         ]
         pending.sort(key=lambda r: (r.created_at, r.id))
         return [_copy_run(r) for r in pending[:limit]]
 
-    async def list_incomplete_runs(self, now: datetime, namespace: str | None) -> list[RunRecord]:
-        """Running runs whose lease expired."""
+    async def list_incomplete_runs(
+        self,
+        now: datetime,
+        namespace: str | None,
+        limit: int = 100,
+        *,
+        workflows: Collection[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """Running runs whose lease expired, oldest lease first, filtered before the limit."""
         await anyio.lowlevel.checkpoint()
-        return [
-            _copy_run(r)
+        expired = [
+            r
             for r in self._runs.values()
             if r.status == "running"
             and (r.locked_until is None or r.locked_until <= now)
-            and (namespace is None or r.namespace == namespace)
+            and _executable(r, namespace, workflows)
         ]
+        expired.sort(key=lambda r: (r.locked_until is not None, r.locked_until or now, r.id))
+        return [_copy_run(r) for r in expired[:limit]]
 
     async def list_due_timers(
-        self, now: datetime, namespace: str | None, limit: int
+        self,
+        now: datetime,
+        namespace: str | None,
+        limit: int,
+        *,
+        workflows: Collection[tuple[str, str]] | None = None,
     ) -> list[RunRecord]:
-        """Suspended runs whose wake time has come, earliest first."""
+        """Suspended runs whose wake time has come, earliest first, filtered before the limit."""
         await anyio.lowlevel.checkpoint()
         due = [
             r
@@ -207,7 +232,7 @@ class InMemoryStateStore:
             if r.status == "suspended"
             and r.wake_at is not None
             and r.wake_at <= now
-            and (namespace is None or r.namespace == namespace)
+            and _executable(r, namespace, workflows)
         ]
         due.sort(key=lambda r: (r.wake_at or now, r.id))
         return [_copy_run(r) for r in due[:limit]]
@@ -215,12 +240,19 @@ class InMemoryStateStore:
     # -- leases ---------------------------------------------------------------------------------
 
     async def try_lock_run(
-        self, run_id: str, owner: str, lease_until: datetime, now: datetime
+        self,
+        run_id: str,
+        owner: str,
+        lease_until: datetime,
+        now: datetime,
+        *,
+        namespace: str | None = None,
+        workflows: Collection[tuple[str, str]] | None = None,
     ) -> bool:
-        """Claim the run if it is claimable (see the protocol)."""
+        """Claim the run if it is claimable and passes the filters (see the protocol)."""
         await anyio.lowlevel.checkpoint()
         run = self._runs.get(run_id)
-        if run is None or not _claimable(run, now):
+        if run is None or not _claimable(run, now) or not _executable(run, namespace, workflows):
             return False
         if run.status == "running":
             run.recovery_attempts += 1
@@ -233,10 +265,10 @@ class InMemoryStateStore:
         return True
 
     async def renew_run_lock(self, run_id: str, owner: str, lease_until: datetime) -> bool:
-        """Extend the holder's lease."""
+        """Extend the holder's lease while the run is running."""
         await anyio.lowlevel.checkpoint()
         run = self._runs.get(run_id)
-        if run is None or run.locked_by != owner:
+        if run is None or not _held(run, owner):
             return False
         run.locked_until = _utc(lease_until)
         return True
@@ -280,10 +312,24 @@ class InMemoryStateStore:
 
     # -- signals --------------------------------------------------------------------------------
 
-    async def put_signal_waiter(self, waiter: SignalWaiter) -> None:
-        """Register (or replace) the token's waiter."""
+    async def put_signal_waiter(
+        self,
+        waiter: SignalWaiter,
+        *,
+        owner: str | None = None,
+        checkpoint: CheckpointRecord | None = None,
+    ) -> bool:
+        """Register (or replace) the token's waiter, with its checkpoint, fenced by ``owner``."""
         await anyio.lowlevel.checkpoint()
+        if checkpoint is not None:
+            _check_waiter_checkpoint(waiter, checkpoint)
+        if owner is not None and not _held(self._runs.get(waiter.run_id), owner):
+            return False
+        if checkpoint is not None:
+            stored = _stored_checkpoint(checkpoint)
+            self._checkpoints.setdefault(waiter.run_id, {})[waiter.seq] = stored
         self._waiters[waiter.token] = waiter
+        return True
 
     async def take_signal_waiter(self, token: str) -> SignalWaiter | None:
         """Remove and return the token's waiter."""
@@ -341,20 +387,29 @@ class InMemoryStateStore:
         run = self._runs.get(waiter.run_id)
         if run is None or run.status in TERMINAL_STATUSES:
             return None
+        waiting = self._checkpoints.get(waiter.run_id, {}).get(waiter.seq)
+        if waiting is not None and (waiting.status, waiting.kind) != ("pending", "signal"):
+            return None  # a stale waiter: its seq already finished
         signal = queue.popleft()
         if not queue:
             del self._buffered[token]
-        self._checkpoints.setdefault(waiter.run_id, {})[waiter.seq] = CheckpointRecord(
-            run_id=waiter.run_id,
-            seq=waiter.seq,
-            name=token,
-            kind="signal",
+        if waiting is None:
+            waiting = CheckpointRecord(
+                run_id=waiter.run_id,
+                seq=waiter.seq,
+                name=token,
+                kind="signal",
+                status="pending",
+                step_id=f"{waiter.run_id}:{waiter.seq}",
+                started_at=_utc(now),
+                attempts=1,
+            )
+        self._checkpoints.setdefault(waiter.run_id, {})[waiter.seq] = replace(
+            waiting,
             status="completed",
-            step_id=f"{waiter.run_id}:{waiter.seq}",
-            started_at=_utc(now),
-            finished_at=_utc(now),
             output=signal.payload,
-            attempts=1,
+            finished_at=_utc(now),
+            wake_at=None,
         )
         _wake(run, holder=holder)
         return waiter
@@ -366,6 +421,29 @@ def _utc(moment: datetime) -> datetime:
 
 def _utc_or_none(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC)
+
+
+def _held(run: RunRecord | None, owner: str) -> bool:
+    """The run is ``running`` and leased by ``owner``: the fence of every owner-checked write."""
+    return run is not None and run.status == "running" and run.locked_by == owner
+
+
+def _executable(
+    run: RunRecord, namespace: str | None, workflows: Collection[tuple[str, str]] | None
+) -> bool:
+    """The run passes a worker's filters: its namespace, its ``(workflow, version)`` pairs."""
+    return (namespace is None or run.namespace == namespace) and (
+        workflows is None or (run.workflow, run.workflow_version) in workflows
+    )
+
+
+def _check_waiter_checkpoint(waiter: SignalWaiter, checkpoint: CheckpointRecord) -> None:
+    if (checkpoint.run_id, checkpoint.seq) != (waiter.run_id, waiter.seq):
+        raise ValueError(
+            f"put_signal_waiter(token {waiter.token!r}): the checkpoint is at run "
+            f"{checkpoint.run_id!r} seq {checkpoint.seq}, not at the waiter's run "
+            f"{waiter.run_id!r} seq {waiter.seq}"
+        )
 
 
 def _claimable(run: RunRecord, now: datetime) -> bool:

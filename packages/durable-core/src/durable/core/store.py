@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack
 
-    from durable.core._types import JSONValue, RunStatus
+    from durable.core._types import CheckpointStatus, JSONValue, RunStatus
     from durable.core.records import (
         BufferedSignal,
         CheckpointRecord,
@@ -104,43 +104,93 @@ class StateStore(Protocol):
         run_patch: RunPatch | None = None,
         *,
         owner: str | None = None,
+        expect: tuple[CheckpointStatus, int] | None = None,
     ) -> bool:
         """Upsert the checkpoint on ``(run_id, seq)`` and apply ``run_patch``, atomically.
 
         With ``owner`` the write is fenced: it happens only while the run is ``running`` and
         leased by ``owner``. The ownership check is part of the same statement or transaction.
 
+        With ``expect=(status, attempts)`` the write is a compare-and-set: it happens only if a
+        checkpoint at ``(run_id, seq)`` exists whose ``status`` and ``attempts`` are exactly
+        those (and, with ``owner``, the fence holds too); the row is then replaced by
+        ``checkpoint`` and ``run_patch`` applies. The comparison and the write are one atomic
+        step: of concurrent writers expecting the same state at most one succeeds, and a write
+        expecting a state the row has left (a late result for a step already failed on
+        timeout, a re-dispatch of a step already completed) changes nothing. A missing row
+        never matches. With ``expect`` and ``run_patch`` but no ``owner``, an expectation that
+        does not hold returns False before a missing run is noticed.
+
         Returns:
-            True if written; False if fenced off (nothing was written).
+            True if written; False if fenced off or the expectation did not hold (nothing
+            was written).
+
+        Raises:
+            RunNotFound: ``run_patch`` is given without ``owner`` and no run has that id.
         """
         ...
 
     # -- dispatch -------------------------------------------------------------------------------
 
-    async def list_pending_runs(self, limit: int, namespace: str | None) -> list[RunRecord]:
+    async def list_pending_runs(
+        self,
+        limit: int,
+        namespace: str | None,
+        *,
+        workflows: Collection[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
         """Up to ``limit`` runs with status ``pending``, oldest ``created_at`` first.
 
-        ``namespace=None`` means every namespace; a namespace filter applies before the limit.
+        ``namespace=None`` means every namespace. ``workflows``, when given, keeps only runs
+        whose ``(workflow, workflow_version)`` pair is in it (an empty collection matches
+        nothing). Every filter applies before the limit: runs the caller cannot execute never
+        take the places of runs it can.
         """
         ...
 
-    async def list_incomplete_runs(self, now: datetime, namespace: str | None) -> list[RunRecord]:
-        """Runs with status ``running`` whose lease expired at ``now`` (recovery candidates)."""
+    async def list_incomplete_runs(
+        self,
+        now: datetime,
+        namespace: str | None,
+        limit: int = 100,
+        *,
+        workflows: Collection[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """Up to ``limit`` runs with status ``running`` whose lease expired at ``now``.
+
+        These are the recovery candidates: their worker died or lost its lease. Oldest
+        ``locked_until`` first (a run without a lease before any other), then by ``id``.
+        ``namespace`` and ``workflows`` filter as for :meth:`list_pending_runs`, before the
+        limit.
+        """
         ...
 
     async def list_due_timers(
-        self, now: datetime, namespace: str | None, limit: int
+        self,
+        now: datetime,
+        namespace: str | None,
+        limit: int,
+        *,
+        workflows: Collection[tuple[str, str]] | None = None,
     ) -> list[RunRecord]:
         """Up to ``limit`` ``suspended`` runs whose ``wake_at`` is at or before ``now``.
 
-        Earliest ``wake_at`` first.
+        Earliest ``wake_at`` first. ``namespace`` and ``workflows`` filter as for
+        :meth:`list_pending_runs`, before the limit.
         """
         ...
 
     # -- leases ---------------------------------------------------------------------------------
 
     async def try_lock_run(
-        self, run_id: str, owner: str, lease_until: datetime, now: datetime
+        self,
+        run_id: str,
+        owner: str,
+        lease_until: datetime,
+        now: datetime,
+        *,
+        namespace: str | None = None,
+        workflows: Collection[tuple[str, str]] | None = None,
     ) -> bool:
         """Claim the run for ``owner``: exactly one of many concurrent callers wins.
 
@@ -149,11 +199,28 @@ class StateStore(Protocol):
         its lease is free or expired. On success, atomically: ``status='running'``,
         ``locked_by=owner``, ``locked_until=lease_until``, ``wake_requested=False``,
         ``wake_at=None``, and ``recovery_attempts`` grows by one when the run was ``running``.
+
+        A worker claims only what it can execute: with ``namespace`` only a run of that
+        namespace, with ``workflows`` only a run whose ``(workflow, workflow_version)`` pair
+        is in the collection (an empty collection claims nothing). A run that fails a filter
+        is left exactly as it was. The filters are part of the same atomic claim.
+
+        Returns:
+            True if ``owner`` now holds the run.
         """
         ...
 
     async def renew_run_lock(self, run_id: str, owner: str, lease_until: datetime) -> bool:
-        """Extend the lease; only while ``owner`` holds it. Returns whether it did."""
+        """Extend the lease to ``lease_until``, in one statement.
+
+        Only while the run is ``running`` and leased by ``owner``: a run cancelled (or
+        otherwise ended) meanwhile is not renewed, so its worker learns at its next renewal
+        that it should stop. This also makes renewal a cheap "do I still own a live run"
+        check.
+
+        Returns:
+            Whether the lease was extended.
+        """
         ...
 
     async def release_run_lock(
@@ -195,8 +262,29 @@ class StateStore(Protocol):
 
     # -- signals --------------------------------------------------------------------------------
 
-    async def put_signal_waiter(self, waiter: SignalWaiter) -> None:
-        """Register the waiter, replacing any waiter on the same token."""
+    async def put_signal_waiter(
+        self,
+        waiter: SignalWaiter,
+        *,
+        owner: str | None = None,
+        checkpoint: CheckpointRecord | None = None,
+    ) -> bool:
+        """Register the waiter, replacing any waiter on the same token, atomically.
+
+        With ``owner`` the write is fenced as :meth:`save_checkpoint` fences: it happens only
+        while the run is ``running`` and leased by ``owner``, so a worker that lost its lease
+        leaves no waiter pointing at an old ``seq``. With ``checkpoint`` (the wait's
+        ``pending`` ``signal`` checkpoint, with its ``started_at`` and, for a wait with a
+        timeout, its ``wake_at``), that checkpoint is upserted in the same transaction, under
+        the same fence: both are written or neither.
+
+        Returns:
+            True if written (always, without ``owner``); False if fenced off (nothing was
+            written).
+
+        Raises:
+            ValueError: ``checkpoint`` is not at the waiter's ``(run_id, seq)``.
+        """
         ...
 
     async def take_signal_waiter(self, token: str) -> SignalWaiter | None:
@@ -232,12 +320,24 @@ class StateStore(Protocol):
     ) -> SignalWaiter | None:
         """Deliver the token's oldest buffered signal to its waiter, in one transaction.
 
-        If the token has both a waiter and a buffered signal: delete both, write the waiter's
-        checkpoint ``(run_id, seq)`` as a completed ``signal`` checkpoint named ``token`` whose
-        output is the payload, and wake the run as :meth:`wake_run` does, except that a run
-        leased by ``holder`` is not flagged (the holder is the waiter and reads the checkpoint
-        itself). A waiter whose run already ended is deleted and nothing is delivered.
-        Concurrent callers never deliver one signal twice or lose one.
+        If the token has both a waiter and a buffered signal, the waiter is deleted and:
+
+        - if the waiter's run already ended, nothing is delivered (the signal stays
+          buffered);
+        - if a checkpoint at the waiter's ``(run_id, seq)`` exists and is anything but a
+          ``pending`` ``signal`` checkpoint (a stale waiter: that ``seq`` already finished),
+          nothing is delivered and nothing is written (the signal stays buffered for a
+          genuine waiter);
+        - otherwise the signal is taken and the checkpoint written as a ``completed``
+          ``signal`` checkpoint named ``token`` whose output is the payload, with
+          ``finished_at=now`` and ``wake_at`` cleared. A ``pending`` row keeps its
+          ``started_at`` (when the wait began) and its other columns; a missing row is
+          created with ``started_at=now`` and ``attempts=1``. The run is woken as
+          :meth:`wake_run` does, except that a run leased by ``holder`` is not flagged (the
+          holder is the waiter and reads the checkpoint itself).
+
+        Concurrent callers never deliver one signal twice or lose one, and the check of the
+        checkpoint and its write are atomic with the delivery.
 
         Returns:
             The waiter that received the signal, or None.

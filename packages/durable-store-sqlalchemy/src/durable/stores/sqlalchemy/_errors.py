@@ -114,7 +114,7 @@ def _too_large(error: sa_exc.DBAPIError, what: str, max_packet: int | None) -> P
 
 
 def is_duplicate_key(error: sa_exc.DBAPIError) -> bool:
-    """A MySQL/MariaDB duplicate primary key (``INSERT`` of an existing run id)."""
+    """A MySQL/MariaDB duplicate primary key (an ``INSERT`` of a key that exists)."""
     return (
         isinstance(error, sa_exc.IntegrityError) and _mysql_errno(error.orig) == _MY_DUPLICATE_KEY
     )

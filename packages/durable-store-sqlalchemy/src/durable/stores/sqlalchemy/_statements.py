@@ -7,16 +7,25 @@ them (``ordered_values``). MySQL has no ``UPDATE ... RETURNING``: the resulting 
 out of the statement with ``LAST_INSERT_ID(expr)`` (reported as ``lastrowid``).
 
 The fixed statements name every parameter (no expanding ``IN`` lists, no values supplied only at
-execution), so each compiles to one SQL text that ``_direct`` can run on the driver.
+execution), so each compiles to one SQL text that ``_direct`` can run on the driver. A worker's
+filter on ``(workflow, workflow_version)`` pairs is therefore an ``OR`` of ``AND``s over numbered
+parameters (``wf_0``, ``wv_0``, ...), built once per number of pairs: it reads the same on every
+database (SQLite takes a row-value ``IN`` only over ``VALUES``), and it leaves the namespace and
+status indexes in charge.
+
+Checkpoint compare-and-sets are ``UPDATE ... WHERE status = ... AND attempts = ...``: every
+database re-checks an ``UPDATE``'s condition on the row version it locks, so of concurrent writers
+expecting the same state one wins.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args
 
 from sqlalchemy import (
     Boolean,
+    Integer,
     and_,
     bindparam,
     case,
@@ -48,13 +57,14 @@ from durable.stores.sqlalchemy._tables import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Collection, Iterable
 
     from sqlalchemy.engine import Dialect
     from sqlalchemy.sql import ColumnElement, Delete, Executable, Insert, Select, Update
     from sqlalchemy.sql.elements import BindParameter
 
 Family = Literal["postgresql", "mysql", "sqlite"]
+_Filterable = TypeVar("_Filterable", "Select[Any]", "Update")
 
 R = runs.c
 C = checkpoints.c
@@ -123,6 +133,7 @@ P_LEASE = _p("lease", UTCDateTime())
 P_TOKEN = _p("token", Key())
 P_NS = _p("ns", Key())
 P_LIMIT = _p("limit")
+P_SEQ = _p("seq", Integer())
 
 _PATCH_TYPES: dict[str, Any] = {c.key: c.type for c in runs.c}
 
@@ -172,8 +183,53 @@ def _checkpoint_from_select(family: Family, source: Select[Any]) -> Insert:
     )
 
 
-def _fence() -> ColumnElement[bool]:
-    return and_(R.id == CP_PARAMS["run_id"], R.status == "running", R.locked_by == P_OWNER)
+def _fence(run_id: BindParameter[Any]) -> ColumnElement[bool]:
+    return and_(R.id == run_id, R.status == "running", R.locked_by == P_OWNER)
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """A worker's dispatch filters: its namespace and the ``(workflow, version)`` pairs it runs.
+
+    ``pairs`` is None for every workflow; an empty tuple matches nothing.
+    """
+
+    namespace: str | None
+    pairs: tuple[tuple[str, str], ...] | None
+
+    @classmethod
+    def of(cls, namespace: str | None, workflows: Collection[tuple[str, str]] | None) -> RunFilter:
+        """The filter for a protocol call's ``namespace`` and ``workflows`` arguments."""
+        pairs = None if workflows is None else tuple(sorted(set(workflows)))
+        return cls(namespace, pairs)
+
+    @property
+    def matches_nothing(self) -> bool:
+        """An empty ``workflows`` collection: no run passes, no statement is needed."""
+        return self.pairs == ()
+
+    def params(self) -> dict[str, Any]:
+        """The parameters of the filtered statement (``ns``, ``wf_<i>``, ``wv_<i>``)."""
+        params: dict[str, Any] = {}
+        if self.namespace is not None:
+            params["ns"] = self.namespace
+        for index, (workflow, version) in enumerate(self.pairs or ()):
+            params[f"wf_{index}"] = workflow
+            params[f"wv_{index}"] = version
+        return params
+
+
+def _workflow_pairs(count: int) -> ColumnElement[bool]:
+    """The run's ``(workflow, workflow_version)`` is one of ``count`` numbered parameter pairs."""
+    return or_(
+        *(
+            and_(
+                R.workflow == _p(f"wf_{index}", Key()),
+                R.workflow_version == _p(f"wv_{index}", Key()),
+            )
+            for index in range(count)
+        )
+    )
 
 
 def run_patch_values(keys: Iterable[str], *, guarded: bool) -> list[tuple[Any, Any]]:
@@ -231,35 +287,54 @@ class Statements:
 
         # -- checkpoints ------------------------------------------------------------------------
         self.get_checkpoint = select(*CHECKPOINT_COLUMNS).where(
-            C.run_id == P_RUN_ID, C.seq == bindparam("seq")
+            C.run_id == P_RUN_ID, C.seq == P_SEQ
         )
         self.list_checkpoints = (
             select(*CHECKPOINT_COLUMNS).where(C.run_id == P_RUN_ID).order_by(C.seq)
         )
         self.upsert_checkpoint = _upsert_checkpoint(fam)
-        fenced_source = select(*CP_PARAMS.values()).select_from(runs).where(_fence())
+        fenced_source = (
+            select(*CP_PARAMS.values()).select_from(runs).where(_fence(CP_PARAMS["run_id"]))
+        )
         if fam == "postgresql":
             # Waits for a concurrent claim of the run to commit, then re-checks the fence.
             fenced_source = fenced_source.with_for_update(read=True, of=runs)
         self.save_checkpoint_fenced = _checkpoint_from_select(fam, fenced_source).execution_options(
             preserve_rowcount=True
         )
+        self.save_checkpoint_expected = (
+            update(checkpoints)
+            .where(
+                C.run_id == CP_PARAMS["run_id"],
+                C.seq == CP_PARAMS["seq"],
+                C.status == _p("e_status", Key()),
+                C.attempts == _p("e_attempts", Integer()),
+            )
+            .values({c.key: CP_PARAMS[c.key] for c in _CHECKPOINT_DATA})
+        )
 
         # -- dispatch ---------------------------------------------------------------------------
-        pending = select(*RUN_COLUMNS).where(R.status == "pending")
-        self.pending_all = pending.order_by(R.created_at, R.id).limit(P_LIMIT)
-        self.pending_ns = pending.where(R.namespace == P_NS).order_by(R.created_at, R.id)
-        self.pending_ns = self.pending_ns.limit(P_LIMIT)
-        expired = select(*RUN_COLUMNS).where(
-            R.status == "running", or_(R.locked_until.is_(None), R.locked_until <= P_NOW)
+        # Each is narrowed per call by filtered(): namespace, (workflow, version) pairs.
+        self.pending = (
+            select(*RUN_COLUMNS)
+            .where(R.status == "pending")
+            .order_by(R.created_at, R.id)
+            .limit(P_LIMIT)
         )
-        self.incomplete_all = expired.order_by(R.created_at, R.id)
-        self.incomplete_ns = expired.where(R.namespace == P_NS).order_by(R.created_at, R.id)
-        due = select(*RUN_COLUMNS).where(
-            R.status == "suspended", R.wake_at.is_not(None), R.wake_at <= P_NOW
+        self.incomplete = (
+            select(*RUN_COLUMNS)
+            .where(R.status == "running", or_(R.locked_until.is_(None), R.locked_until <= P_NOW))
+            # A run without a lease first (false sorts before true everywhere), then oldest.
+            .order_by(R.locked_until.is_not(None), R.locked_until, R.id)
+            .limit(P_LIMIT)
         )
-        self.due_all = due.order_by(R.wake_at, R.id).limit(P_LIMIT)
-        self.due_ns = due.where(R.namespace == P_NS).order_by(R.wake_at, R.id).limit(P_LIMIT)
+        self.due = (
+            select(*RUN_COLUMNS)
+            .where(R.status == "suspended", R.wake_at.is_not(None), R.wake_at <= P_NOW)
+            .order_by(R.wake_at, R.id)
+            .limit(P_LIMIT)
+        )
+        self._filtered: dict[tuple[int, bool, int | None], Any] = {}
 
         # -- leases -----------------------------------------------------------------------------
         lease_free = or_(R.locked_until.is_(None), R.locked_until <= P_NOW)
@@ -285,7 +360,9 @@ class Statements:
             )
         )
         self.renew = (
-            update(runs).where(R.id == P_ID, R.locked_by == P_OWNER).values(locked_until=P_LEASE)
+            update(runs)
+            .where(R.id == P_ID, R.status == "running", R.locked_by == P_OWNER)
+            .values(locked_until=P_LEASE)
         )
         self._release: dict[tuple[frozenset[str], bool], Update] = {}
         self._update: dict[tuple[frozenset[str], bool], Update] = {}
@@ -328,6 +405,23 @@ class Statements:
                 index_elements=[W.token],
                 set_={"run_id": wins.excluded.run_id, "seq": wins.excluded.seq},
             )
+        waiter_source = select(P_TOKEN, P_RUN_ID, P_SEQ).select_from(runs).where(_fence(P_RUN_ID))
+        if fam == "postgresql":
+            waiter_source = waiter_source.with_for_update(read=True, of=runs)
+        waiter_keys = ["token", "run_id", "seq"]
+        if fam == "mysql":
+            fenced = mysql_insert(signal_waiters).from_select(waiter_keys, waiter_source)
+            self.put_waiter_fenced: Insert = fenced.on_duplicate_key_update(
+                run_id=P_RUN_ID, seq=P_SEQ
+            )
+        else:
+            wins = (pg_insert if fam == "postgresql" else sqlite_insert)(signal_waiters)
+            wins = wins.from_select(waiter_keys, waiter_source)
+            self.put_waiter_fenced = wins.on_conflict_do_update(
+                index_elements=[W.token],
+                set_={"run_id": wins.excluded.run_id, "seq": wins.excluded.seq},
+            )
+        self.put_waiter_fenced = self.put_waiter_fenced.execution_options(preserve_rowcount=True)
         self.get_waiter = select(W.token, W.run_id, W.seq).where(W.token == P_TOKEN)
         self.lock_waiter = self.get_waiter.with_for_update() if fam != "sqlite" else self.get_waiter
         self.take_waiter = (
@@ -335,8 +429,34 @@ class Statements:
         )
         self.delete_waiter = delete(signal_waiters).where(W.token == P_TOKEN)
         self.remove_waiter = delete(signal_waiters).where(
-            W.token == P_TOKEN, W.run_id == P_RUN_ID, W.seq == bindparam("seq")
+            W.token == P_TOKEN, W.run_id == P_RUN_ID, W.seq == P_SEQ
         )
+        # pair_signal: complete the wait's pending checkpoint (keeping when it began), or
+        # create the checkpoint where none exists; a row in any other state is left alone.
+        self.deliver_signal = (
+            update(checkpoints)
+            .where(
+                C.run_id == CP_PARAMS["run_id"],
+                C.seq == CP_PARAMS["seq"],
+                C.status == "pending",
+                C.kind == "signal",
+            )
+            .values(
+                status=CP_PARAMS["status"],
+                output=CP_PARAMS["output"],
+                finished_at=CP_PARAMS["finished_at"],
+                wake_at=None,
+            )
+        )
+        if fam == "mysql":  # a duplicate raises 1062, told apart by errno
+            self.insert_checkpoint: Insert = insert(checkpoints).values(CP_PARAMS)
+        else:
+            self.insert_checkpoint = (
+                (pg_insert if fam == "postgresql" else sqlite_insert)(checkpoints)
+                .values(CP_PARAMS)
+                .on_conflict_do_nothing(index_elements=[C.run_id, C.seq])
+            )
+        self.insert_checkpoint = self.insert_checkpoint.execution_options(preserve_rowcount=True)
         self.peek_pair = select(
             W.run_id,
             W.seq,
@@ -391,7 +511,25 @@ class Statements:
                 .returning(*BUFFERED_COLUMNS)
             )
 
-    # -- statements built per patch shape ------------------------------------------------------
+    # -- statements built per patch shape or filter ---------------------------------------------
+
+    def filtered(self, base: _Filterable, run_filter: RunFilter) -> _Filterable:
+        """``base`` (a dispatch query or the claim) narrowed by ``run_filter``.
+
+        Built once per shape (namespace or not, number of pairs) and kept, so each shape is
+        compiled once.
+        """
+        pairs = None if run_filter.pairs is None else len(run_filter.pairs)
+        key = (id(base), run_filter.namespace is not None, pairs)
+        stmt = self._filtered.get(key)
+        if stmt is None:
+            stmt = base
+            if run_filter.namespace is not None:
+                stmt = stmt.where(R.namespace == P_NS)
+            if pairs is not None:
+                stmt = stmt.where(_workflow_pairs(pairs))
+            self._filtered[key] = stmt
+        return cast("_Filterable", stmt)
 
     def update_run(self, keys: frozenset[str], conditional: bool) -> Update:
         """``UPDATE`` applying a patch with ``keys``, optionally only from some statuses."""

@@ -55,6 +55,7 @@ from durable.stores.sqlalchemy._statements import (
     STATUSES,
     Features,
     R,
+    RunFilter,
     Statements,
     W,
 )
@@ -66,10 +67,17 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-    from sqlalchemy.sql import ColumnElement, Executable
+    from sqlalchemy.sql import ColumnElement, Executable, Select
     from typing_extensions import Unpack
 
-    from durable.core import JSONValue, RunPatch, RunQuery, RunRecord, RunStatus
+    from durable.core import (
+        CheckpointStatus,
+        JSONValue,
+        RunPatch,
+        RunQuery,
+        RunRecord,
+        RunStatus,
+    )
     from durable.stores.sqlalchemy._convert import AnyRow
 
 _T = TypeVar("_T")
@@ -86,6 +94,7 @@ _SQLITE_PRAGMAS = (
 )
 _BEGIN = {"postgresql": "BEGIN", "mysql": "START TRANSACTION", "sqlite": "BEGIN IMMEDIATE"}
 _RETRY_PAIR = object()
+_STALE_WAITER = object()
 _CLEANUP_SECONDS = 15
 """How long a cancelled call may spend ending its transaction and returning its connection."""
 _VIA_SQLALCHEMY = ViaSqlAlchemy()
@@ -565,16 +574,22 @@ class SqlAlchemyStateStore:
         run_patch: RunPatch | None = None,
         *,
         owner: str | None = None,
+        expect: tuple[CheckpointStatus, int] | None = None,
     ) -> bool:
         """Upsert the checkpoint, fenced by ``owner``, with the run patch, atomically.
 
         Without a patch: one upsert, ``INSERT ... SELECT ... FROM durable_workflow_runs WHERE
         <owner holds the running run>`` when fenced. With a patch: one statement on PostgreSQL
-        (a data-modifying CTE), one transaction elsewhere.
+        (a data-modifying CTE), one transaction elsewhere. With ``expect``: one conditional
+        ``UPDATE`` of the checkpoint row; with ``owner`` or a patch too, one transaction that
+        locks the run row first.
         """
         run_id = checkpoint.run_id
         what = f"save_checkpoint(run {run_id!r}, seq {checkpoint.seq})"
         params = checkpoint_params(checkpoint)
+        if expect is not None:
+            params["e_status"], params["e_attempts"] = expect
+            return await self._save_expected(what, params, run_patch, owner)
         fenced = owner is not None
         if fenced:
             params["owner"] = owner
@@ -608,48 +623,115 @@ class SqlAlchemyStateStore:
 
         return await self._run(what, op, tx=True)
 
+    async def _save_expected(
+        self,
+        what: str,
+        params: dict[str, Any],
+        run_patch: RunPatch | None,
+        owner: str | None,
+    ) -> bool:
+        """``save_checkpoint`` with ``expect``: the checkpoint's compare-and-set."""
+        if owner is None and not run_patch:
+            return await self._count(what, _save_expected, params) > 0
+        run_id = params["c_run_id"]
+        patch: RunPatch = run_patch or {}
+        keys = frozenset(patch)
+        run_args = patch_params(patch)
+        run_args["rid"] = run_id
+        rows = attribute_rows(run_id, patch["attributes"]) if "attributes" in patch else None
+
+        async def op(s: _Session) -> bool:
+            run = await s.first(s.q.lock_run_state, {"rid": run_id})
+            if owner is not None and (run is None or (run[0], run[1]) != ("running", owner)):
+                raise _Rollback(False)
+            if await s.count(s.q.save_checkpoint_expected, params) == 0:
+                raise _Rollback(False)
+            if keys:
+                if run is None:
+                    raise RunNotFound(f"no run {run_id!r}")
+                await s.count(s.q.update_run(keys, False), run_args)
+                if rows is not None:
+                    await _replace_attributes(s, run_id, rows)
+            return True
+
+        return await self._run(what, op, tx=True)
+
     # -- dispatch -------------------------------------------------------------------------------
 
-    async def list_pending_runs(self, limit: int, namespace: str | None) -> list[RunRecord]:
-        """Up to ``limit`` pending runs, oldest first."""
-        if namespace is None:
-            rows = await self._rows("list_pending_runs", _pending_all, {"limit": limit})
-        else:
-            params = {"limit": limit, "ns": namespace}
-            rows = await self._rows("list_pending_runs", _pending_ns, params)
-        return [run_record(row) for row in rows]
+    async def list_pending_runs(
+        self,
+        limit: int,
+        namespace: str | None,
+        *,
+        workflows: Collection[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """Up to ``limit`` pending runs, oldest first, filtered before the limit."""
+        run_filter = RunFilter.of(namespace, workflows)
+        return await self._dispatch("list_pending_runs", _pending, run_filter, {"limit": limit})
 
-    async def list_incomplete_runs(self, now: datetime, namespace: str | None) -> list[RunRecord]:
-        """Running runs whose lease expired at ``now``."""
-        if namespace is None:
-            rows = await self._rows("list_incomplete_runs", _incomplete_all, {"now": now})
-        else:
-            params = {"now": now, "ns": namespace}
-            rows = await self._rows("list_incomplete_runs", _incomplete_ns, params)
-        return [run_record(row) for row in rows]
+    async def list_incomplete_runs(
+        self,
+        now: datetime,
+        namespace: str | None,
+        limit: int = 100,
+        *,
+        workflows: Collection[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """Up to ``limit`` running runs whose lease expired at ``now``, oldest lease first."""
+        run_filter = RunFilter.of(namespace, workflows)
+        params = {"now": now, "limit": limit}
+        return await self._dispatch("list_incomplete_runs", _incomplete, run_filter, params)
 
     async def list_due_timers(
-        self, now: datetime, namespace: str | None, limit: int
+        self,
+        now: datetime,
+        namespace: str | None,
+        limit: int,
+        *,
+        workflows: Collection[tuple[str, str]] | None = None,
     ) -> list[RunRecord]:
         """Up to ``limit`` suspended runs due at ``now``, earliest ``wake_at`` first."""
-        if namespace is None:
-            rows = await self._rows("list_due_timers", _due_all, {"now": now, "limit": limit})
-        else:
-            params = {"now": now, "limit": limit, "ns": namespace}
-            rows = await self._rows("list_due_timers", _due_ns, params)
+        run_filter = RunFilter.of(namespace, workflows)
+        params = {"now": now, "limit": limit}
+        return await self._dispatch("list_due_timers", _due, run_filter, params)
+
+    async def _dispatch(
+        self,
+        what: str,
+        base: Callable[[Statements], Select[Any]],
+        run_filter: RunFilter,
+        params: dict[str, Any],
+    ) -> list[RunRecord]:
+        """Rows of a dispatch query narrowed by ``run_filter`` (no query if nothing matches)."""
+        if run_filter.matches_nothing:
+            return []
+        params.update(run_filter.params())
+        rows = await self._rows(what, lambda q: q.filtered(base(q), run_filter), params)
         return [run_record(row) for row in rows]
 
     # -- leases ---------------------------------------------------------------------------------
 
     async def try_lock_run(
-        self, run_id: str, owner: str, lease_until: datetime, now: datetime
+        self,
+        run_id: str,
+        owner: str,
+        lease_until: datetime,
+        now: datetime,
+        *,
+        namespace: str | None = None,
+        workflows: Collection[tuple[str, str]] | None = None,
     ) -> bool:
-        """Claim the run: one conditional ``UPDATE`` whose row count decides."""
+        """Claim the run: one conditional ``UPDATE`` (filters included) whose row count decides."""
+        run_filter = RunFilter.of(namespace, workflows)
+        if run_filter.matches_nothing:
+            return False
         params = {"rid": run_id, "owner": owner, "lease": lease_until, "now": now, "wall": utcnow()}
-        return await self._count(f"try_lock_run(run {run_id!r})", _try_lock, params) > 0
+        params.update(run_filter.params())
+        what = f"try_lock_run(run {run_id!r})"
+        return await self._count(what, lambda q: q.filtered(q.try_lock, run_filter), params) > 0
 
     async def renew_run_lock(self, run_id: str, owner: str, lease_until: datetime) -> bool:
-        """Extend ``owner``'s lease: one conditional ``UPDATE``."""
+        """Extend ``owner``'s lease of the running run: one conditional ``UPDATE``."""
         params = {"rid": run_id, "owner": owner, "lease": lease_until}
         return await self._count(f"renew_run_lock(run {run_id!r})", _renew, params) > 0
 
@@ -744,10 +826,47 @@ class SqlAlchemyStateStore:
 
     # -- signals --------------------------------------------------------------------------------
 
-    async def put_signal_waiter(self, waiter: SignalWaiter) -> None:
-        """Register the waiter: one upsert on the token."""
-        params = {"token": waiter.token, "run_id": waiter.run_id, "seq": waiter.seq}
-        await self._count(f"put_signal_waiter(token {waiter.token!r})", _put_waiter, params)
+    async def put_signal_waiter(
+        self,
+        waiter: SignalWaiter,
+        *,
+        owner: str | None = None,
+        checkpoint: CheckpointRecord | None = None,
+    ) -> bool:
+        """Register the waiter: one upsert on the token, fenced by ``owner`` when given.
+
+        Fenced: ``INSERT ... SELECT ... FROM durable_workflow_runs WHERE <owner holds the
+        running run>``. With ``checkpoint``: one transaction that locks the run row, checks the
+        fence, then upserts the waiter and the checkpoint (the order ``pair_signal`` takes).
+
+        Raises:
+            ValueError: ``checkpoint`` is not at the waiter's ``(run_id, seq)``.
+        """
+        what = f"put_signal_waiter(token {waiter.token!r})"
+        params: dict[str, Any] = {"token": waiter.token, "run_id": waiter.run_id, "seq": waiter.seq}
+        if owner is not None:
+            params["owner"] = owner
+        if checkpoint is None:
+            if owner is None:
+                await self._count(what, _put_waiter, params)
+                return True
+            return await self._count(what, _put_waiter_fenced, params) > 0
+        if (checkpoint.run_id, checkpoint.seq) != (waiter.run_id, waiter.seq):
+            raise ValueError(
+                f"{what}: the checkpoint is at run {checkpoint.run_id!r} seq {checkpoint.seq}, "
+                f"not at the waiter's run {waiter.run_id!r} seq {waiter.seq}"
+            )
+        cp_params = checkpoint_params(checkpoint)
+
+        async def op(s: _Session) -> bool:
+            run = await s.first(s.q.lock_run_state, {"rid": waiter.run_id})
+            if owner is not None and (run is None or (run[0], run[1]) != ("running", owner)):
+                raise _Rollback(False)
+            await s.count(s.q.put_waiter, params)
+            await s.count(s.q.upsert_checkpoint, cp_params)
+            return True
+
+        return await self._run(what, op, tx=True)
 
     async def take_signal_waiter(self, token: str) -> SignalWaiter | None:
         """Delete and return the token's waiter: ``DELETE ... RETURNING`` (MySQL: row lock)."""
@@ -823,8 +942,10 @@ class SqlAlchemyStateStore:
         """Deliver the token's oldest buffered signal to its waiter, in one transaction.
 
         Looks first without locking; then locks the waiter's run row, deletes that exact
-        waiter (another caller may have taken it: look again), takes the oldest signal, writes
-        the completed signal checkpoint and wakes the run.
+        waiter (another caller may have taken it: look again), takes the oldest signal,
+        completes the wait's ``pending`` checkpoint (one conditional ``UPDATE``) or creates it
+        where there is none, and wakes the run. When the checkpoint is in any other state the
+        transaction is undone and the stale waiter alone is deleted.
         """
         what = f"pair_signal(token {token!r})"
         for _ in range(_PAIR_ROUNDS):
@@ -832,7 +953,11 @@ class SqlAlchemyStateStore:
             if not rows or not rows[0][2]:
                 return None
             waiter = SignalWaiter(token, rows[0][0], rows[0][1])
-            outcome = await self._run(what, _pair(waiter, now, holder), tx=True)
+            outcome = await self._run(what, _pair(waiter, now, holder, self._mysql), tx=True)
+            if outcome is _STALE_WAITER:
+                exact = {"token": token, "run_id": waiter.run_id, "seq": waiter.seq}
+                await self._count(what, _remove_waiter, exact)
+                return None
             if outcome is not _RETRY_PAIR:
                 return cast("SignalWaiter | None", outcome)
         return None
@@ -915,7 +1040,7 @@ async def _take_oldest(s: _Session, token: str) -> BufferedSignal | None:
 
 
 def _pair(
-    waiter: SignalWaiter, now: datetime, holder: str | None
+    waiter: SignalWaiter, now: datetime, holder: str | None, mysql: bool
 ) -> Callable[[_Session], Awaitable[object]]:
     async def op(s: _Session) -> object:
         q = s.q
@@ -941,7 +1066,10 @@ def _pair(
             output=signal.payload,
             attempts=1,
         )
-        await s.count(q.upsert_checkpoint, checkpoint_params(checkpoint))
+        params = checkpoint_params(checkpoint)
+        delivered = await s.count(q.deliver_signal, params) > 0  # onto the pending wait
+        if not delivered and not await _insert_checkpoint(s, params, mysql):
+            raise _Rollback(_STALE_WAITER)  # the seq already finished: undo, keep the signal
         if status == "suspended":
             await s.count(q.wake_suspended, {"rid": waiter.run_id, "wall": utcnow()})
         elif status == "running" and (holder is None or locked_by != holder):
@@ -951,21 +1079,29 @@ def _pair(
     return op
 
 
+async def _insert_checkpoint(s: _Session, params: dict[str, Any], mysql: bool) -> bool:
+    """Insert the checkpoint unless its ``(run_id, seq)`` exists; whether it did."""
+    try:
+        return await s.count(s.q.insert_checkpoint, params) > 0
+    except sa_exc.IntegrityError as exc:
+        if mysql and is_duplicate_key(exc):
+            return False
+        raise
+
+
 # Which of the built statements a call runs (looked up once they exist).
 _get_run = attrgetter("get_run")
 _get_cp = attrgetter("get_checkpoint")
 _list_cps = attrgetter("list_checkpoints")
 _upsert_cp = attrgetter("upsert_checkpoint")
 _save_fenced = attrgetter("save_checkpoint_fenced")
-_pending_all = attrgetter("pending_all")
-_pending_ns = attrgetter("pending_ns")
-_incomplete_all = attrgetter("incomplete_all")
-_incomplete_ns = attrgetter("incomplete_ns")
-_due_all = attrgetter("due_all")
-_due_ns = attrgetter("due_ns")
-_try_lock = attrgetter("try_lock")
+_save_expected = attrgetter("save_checkpoint_expected")
+_pending = attrgetter("pending")
+_incomplete = attrgetter("incomplete")
+_due = attrgetter("due")
 _renew = attrgetter("renew")
 _put_waiter = attrgetter("put_waiter")
+_put_waiter_fenced = attrgetter("put_waiter_fenced")
 _remove_waiter = attrgetter("remove_waiter")
 _peek_pair = attrgetter("peek_pair")
 _pairable_tokens = attrgetter("pairable_tokens")
