@@ -183,6 +183,24 @@ def _checkpoint_from_select(family: Family, source: Select[Any]) -> Insert:
     )
 
 
+def _upsert_waiter(family: Family, source: Select[Any] | None) -> Insert:
+    """The waiter upsert on ``token``: from parameters, or ``INSERT ... SELECT`` from ``source``."""
+    keys = ["token", "run_id", "seq"]
+    if family == "mysql":
+        mins = mysql_insert(signal_waiters)
+        if source is None:
+            return mins.on_duplicate_key_update(run_id=mins.inserted.run_id, seq=mins.inserted.seq)
+        # As for checkpoints: the same parameters again, VALUES() has no INSERT ... SELECT form.
+        return mins.from_select(keys, source).on_duplicate_key_update(run_id=P_RUN_ID, seq=P_SEQ)
+    ins = (pg_insert if family == "postgresql" else sqlite_insert)(signal_waiters)
+    if source is not None:
+        ins = ins.from_select(keys, source)
+    return ins.on_conflict_do_update(
+        index_elements=[W.token],
+        set_={"run_id": ins.excluded.run_id, "seq": ins.excluded.seq},
+    )
+
+
 def _fence(run_id: BindParameter[Any]) -> ColumnElement[bool]:
     return and_(R.id == run_id, R.status == "running", R.locked_by == P_OWNER)
 
@@ -394,34 +412,13 @@ class Statements:
         )
 
         # -- signals ----------------------------------------------------------------------------
-        if fam == "mysql":
-            mins = mysql_insert(signal_waiters)
-            self.put_waiter: Insert = mins.on_duplicate_key_update(
-                run_id=mins.inserted.run_id, seq=mins.inserted.seq
-            )
-        else:
-            wins = (pg_insert if fam == "postgresql" else sqlite_insert)(signal_waiters)
-            self.put_waiter = wins.on_conflict_do_update(
-                index_elements=[W.token],
-                set_={"run_id": wins.excluded.run_id, "seq": wins.excluded.seq},
-            )
+        self.put_waiter = _upsert_waiter(fam, None)
         waiter_source = select(P_TOKEN, P_RUN_ID, P_SEQ).select_from(runs).where(_fence(P_RUN_ID))
         if fam == "postgresql":
             waiter_source = waiter_source.with_for_update(read=True, of=runs)
-        waiter_keys = ["token", "run_id", "seq"]
-        if fam == "mysql":
-            fenced = mysql_insert(signal_waiters).from_select(waiter_keys, waiter_source)
-            self.put_waiter_fenced: Insert = fenced.on_duplicate_key_update(
-                run_id=P_RUN_ID, seq=P_SEQ
-            )
-        else:
-            wins = (pg_insert if fam == "postgresql" else sqlite_insert)(signal_waiters)
-            wins = wins.from_select(waiter_keys, waiter_source)
-            self.put_waiter_fenced = wins.on_conflict_do_update(
-                index_elements=[W.token],
-                set_={"run_id": wins.excluded.run_id, "seq": wins.excluded.seq},
-            )
-        self.put_waiter_fenced = self.put_waiter_fenced.execution_options(preserve_rowcount=True)
+        self.put_waiter_fenced = _upsert_waiter(fam, waiter_source).execution_options(
+            preserve_rowcount=True
+        )
         self.get_waiter = select(W.token, W.run_id, W.seq).where(W.token == P_TOKEN)
         self.lock_waiter = self.get_waiter.with_for_update() if fam != "sqlite" else self.get_waiter
         self.take_waiter = (
@@ -445,9 +442,10 @@ class Statements:
                 status=CP_PARAMS["status"],
                 output=CP_PARAMS["output"],
                 finished_at=CP_PARAMS["finished_at"],
-                wake_at=None,
+                wake_at=null(),
             )
         )
+        self.checkpoint_exists = select(C.seq).where(C.run_id == P_RUN_ID, C.seq == P_SEQ)
         if fam == "mysql":  # a duplicate raises 1062, told apart by errno
             self.insert_checkpoint: Insert = insert(checkpoints).values(CP_PARAMS)
         else:

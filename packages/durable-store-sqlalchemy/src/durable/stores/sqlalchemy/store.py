@@ -3,9 +3,10 @@
 Every call runs on an autocommit connection (one the store kept from an earlier call, or a
 new checkout) and runs one statement whose ``WHERE`` or ``RETURNING`` decides the outcome.
 The few calls that need more (``pair_signal``, ``delete_run``, a patch that rewrites
-attributes) run one explicit transaction (``BEGIN IMMEDIATE`` on SQLite) that locks the run
-row first. No transaction stays open while code outside the store runs. Fixed statements run
-on the driver connection directly where ``_direct`` can (asyncpg, aiosqlite).
+attributes, a compare-and-set with an owner or a patch, a waiter with its checkpoint) run one
+explicit transaction (``BEGIN IMMEDIATE`` on SQLite) that locks the run row first. No
+transaction stays open while code outside the store runs. Fixed statements run on the driver
+connection directly where ``_direct`` can (asyncpg, aiosqlite).
 """
 
 from __future__ import annotations
@@ -589,7 +590,7 @@ class SqlAlchemyStateStore:
         params = checkpoint_params(checkpoint)
         if expect is not None:
             params["e_status"], params["e_attempts"] = expect
-            return await self._save_expected(what, params, run_patch, owner)
+            return await self._compare_and_save(what, params, run_patch, owner)
         fenced = owner is not None
         if fenced:
             params["owner"] = owner
@@ -623,7 +624,7 @@ class SqlAlchemyStateStore:
 
         return await self._run(what, op, tx=True)
 
-    async def _save_expected(
+    async def _compare_and_save(
         self,
         what: str,
         params: dict[str, Any],
@@ -1066,9 +1067,7 @@ def _pair(
             output=signal.payload,
             attempts=1,
         )
-        params = checkpoint_params(checkpoint)
-        delivered = await s.count(q.deliver_signal, params) > 0  # onto the pending wait
-        if not delivered and not await _insert_checkpoint(s, params, mysql):
+        if not await _deliver(s, checkpoint, mysql):
             raise _Rollback(_STALE_WAITER)  # the seq already finished: undo, keep the signal
         if status == "suspended":
             await s.count(q.wake_suspended, {"rid": waiter.run_id, "wall": utcnow()})
@@ -1079,8 +1078,21 @@ def _pair(
     return op
 
 
-async def _insert_checkpoint(s: _Session, params: dict[str, Any], mysql: bool) -> bool:
-    """Insert the checkpoint unless its ``(run_id, seq)`` exists; whether it did."""
+async def _deliver(s: _Session, checkpoint: CheckpointRecord, mysql: bool) -> bool:
+    """Complete the wait's ``pending`` checkpoint, or create it where none exists.
+
+    Returns:
+        False when the row at ``(run_id, seq)`` is in any other state (nothing written).
+    """
+    params = checkpoint_params(checkpoint)
+    if mysql:
+        # InnoDB would gap-lock an absent key for the UPDATE, and pairers of other runs whose
+        # keys share that gap would deadlock on their INSERTs: a plain read takes no lock.
+        key = {"run_id": checkpoint.run_id, "seq": checkpoint.seq}
+        if await s.rows(s.q.checkpoint_exists, key):
+            return await s.count(s.q.deliver_signal, params) > 0
+    elif await s.count(s.q.deliver_signal, params) > 0:
+        return True
     try:
         return await s.count(s.q.insert_checkpoint, params) > 0
     except sa_exc.IntegrityError as exc:
