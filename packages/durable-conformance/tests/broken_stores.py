@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from durable.core import (
         BufferedSignal,
+        CheckpointStatus,
         JSONValue,
         RunPatch,
         RunQuery,
@@ -48,10 +49,17 @@ def _claimable(run: RunRecord, now: datetime) -> bool:
 
 
 class RacyLockStore(InMemoryStateStore):
-    """``try_lock_run`` checks, awaits, then claims: several callers win."""
+    """``try_lock_run`` checks, awaits, then claims: several callers win (filters ignored)."""
 
     async def try_lock_run(
-        self, run_id: str, owner: str, lease_until: datetime, now: datetime
+        self,
+        run_id: str,
+        owner: str,
+        lease_until: datetime,
+        now: datetime,
+        *,
+        namespace: str | None = None,
+        workflows: Collection[tuple[str, str]] | None = None,
     ) -> bool:
         await anyio.lowlevel.checkpoint()
         run = self._runs.get(run_id)
@@ -157,9 +165,33 @@ class RacyPairStore(InMemoryStateStore):
 class LimitBeforeNamespaceStore(InMemoryStateStore):
     """``list_pending_runs`` applies the limit, then the namespace filter."""
 
-    async def list_pending_runs(self, limit: int, namespace: str | None) -> list[RunRecord]:
-        oldest = await super().list_pending_runs(limit, None)
+    async def list_pending_runs(
+        self,
+        limit: int,
+        namespace: str | None,
+        *,
+        workflows: Collection[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        oldest = await super().list_pending_runs(limit, None, workflows=workflows)
         return [run for run in oldest if namespace is None or run.namespace == namespace]
+
+
+class LimitBeforeWorkflowsStore(InMemoryStateStore):
+    """``list_pending_runs`` applies the limit, then the workflow filter: a worker starves."""
+
+    async def list_pending_runs(
+        self,
+        limit: int,
+        namespace: str | None,
+        *,
+        workflows: Collection[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        oldest = await super().list_pending_runs(limit, namespace)
+        return [
+            run
+            for run in oldest
+            if workflows is None or (run.workflow, run.workflow_version) in workflows
+        ]
 
 
 class UnfencedCheckpointStore(InMemoryStateStore):
@@ -171,8 +203,9 @@ class UnfencedCheckpointStore(InMemoryStateStore):
         run_patch: RunPatch | None = None,
         *,
         owner: str | None = None,
+        expect: tuple[CheckpointStatus, int] | None = None,
     ) -> bool:
-        return await super().save_checkpoint(checkpoint, run_patch)
+        return await super().save_checkpoint(checkpoint, run_patch, expect=expect)
 
 
 class RacyFenceStore(InMemoryStateStore):
@@ -184,13 +217,90 @@ class RacyFenceStore(InMemoryStateStore):
         run_patch: RunPatch | None = None,
         *,
         owner: str | None = None,
+        expect: tuple[CheckpointStatus, int] | None = None,
     ) -> bool:
         await anyio.lowlevel.checkpoint()
         run = self._runs.get(checkpoint.run_id)
         if owner is not None and (run is None or run.status != "running" or run.locked_by != owner):
             return False
         await anyio.lowlevel.checkpoint()
-        return await super().save_checkpoint(checkpoint, run_patch)
+        return await super().save_checkpoint(checkpoint, run_patch, expect=expect)
+
+
+class ExpectBlindCheckpointStore(InMemoryStateStore):
+    """``save_checkpoint`` ignores ``expect``: a late result overwrites a finished step."""
+
+    async def save_checkpoint(
+        self,
+        checkpoint: CheckpointRecord,
+        run_patch: RunPatch | None = None,
+        *,
+        owner: str | None = None,
+        expect: tuple[CheckpointStatus, int] | None = None,
+    ) -> bool:
+        return await super().save_checkpoint(checkpoint, run_patch, owner=owner)
+
+
+class RacyExpectStore(InMemoryStateStore):
+    """``save_checkpoint`` compares with ``expect``, awaits, then writes: several writers win."""
+
+    async def save_checkpoint(
+        self,
+        checkpoint: CheckpointRecord,
+        run_patch: RunPatch | None = None,
+        *,
+        owner: str | None = None,
+        expect: tuple[CheckpointStatus, int] | None = None,
+    ) -> bool:
+        await anyio.lowlevel.checkpoint()
+        current = self._checkpoints.get(checkpoint.run_id, {}).get(checkpoint.seq)
+        if expect is not None and (current is None or (current.status, current.attempts) != expect):
+            return False
+        await anyio.lowlevel.checkpoint()
+        return await super().save_checkpoint(checkpoint, run_patch, owner=owner)
+
+
+class UnfencedWaiterStore(InMemoryStateStore):
+    """``put_signal_waiter`` ignores ``owner``: a worker that lost its lease leaves a waiter."""
+
+    async def put_signal_waiter(
+        self,
+        waiter: SignalWaiter,
+        *,
+        owner: str | None = None,
+        checkpoint: CheckpointRecord | None = None,
+    ) -> bool:
+        return await super().put_signal_waiter(waiter, checkpoint=checkpoint)
+
+
+class RacyWaiterFenceStore(InMemoryStateStore):
+    """``put_signal_waiter`` checks the fence, awaits, then writes: it lands after a takeover."""
+
+    async def put_signal_waiter(
+        self,
+        waiter: SignalWaiter,
+        *,
+        owner: str | None = None,
+        checkpoint: CheckpointRecord | None = None,
+    ) -> bool:
+        await anyio.lowlevel.checkpoint()
+        run = self._runs.get(waiter.run_id)
+        if owner is not None and (run is None or run.status != "running" or run.locked_by != owner):
+            return False
+        await anyio.lowlevel.checkpoint()
+        return await super().put_signal_waiter(waiter, checkpoint=checkpoint)
+
+
+class OverwritingPairStore(InMemoryStateStore):
+    """``pair_signal`` writes a fresh checkpoint whatever the row at the waiter's seq holds."""
+
+    async def pair_signal(
+        self, token: str, now: datetime, *, holder: str | None = None
+    ) -> SignalWaiter | None:
+        waiter = self._waiters.get(token)
+        if waiter is not None and self._buffered.get(token):
+            self._checkpoints.get(waiter.run_id, {}).pop(waiter.seq, None)
+        return await super().pair_signal(token, now, holder=holder)
 
 
 def _ms(value: datetime) -> datetime:
@@ -225,9 +335,18 @@ class MillisecondStore(InMemoryStateStore):
         return await super().update_run(run_id, if_status=if_status, **patch)
 
     async def try_lock_run(
-        self, run_id: str, owner: str, lease_until: datetime, now: datetime
+        self,
+        run_id: str,
+        owner: str,
+        lease_until: datetime,
+        now: datetime,
+        *,
+        namespace: str | None = None,
+        workflows: Collection[tuple[str, str]] | None = None,
     ) -> bool:
-        return await super().try_lock_run(run_id, owner, _ms(lease_until), now)
+        return await super().try_lock_run(
+            run_id, owner, _ms(lease_until), now, namespace=namespace, workflows=workflows
+        )
 
     async def save_checkpoint(
         self,
@@ -235,6 +354,7 @@ class MillisecondStore(InMemoryStateStore):
         run_patch: RunPatch | None = None,
         *,
         owner: str | None = None,
+        expect: tuple[CheckpointStatus, int] | None = None,
     ) -> bool:
         truncated = replace(
             checkpoint,
@@ -242,7 +362,7 @@ class MillisecondStore(InMemoryStateStore):
             finished_at=checkpoint.finished_at and _ms(checkpoint.finished_at),
             wake_at=checkpoint.wake_at and _ms(checkpoint.wake_at),
         )
-        return await super().save_checkpoint(truncated, run_patch, owner=owner)
+        return await super().save_checkpoint(truncated, run_patch, owner=owner, expect=expect)
 
     async def buffer_signal(self, token: str, payload: JSONValue, now: datetime) -> int:
         return await super().buffer_signal(token, payload, _ms(now))
@@ -354,8 +474,14 @@ class TextSortedPendingStore(InMemoryStateStore):
         self._created_text.setdefault(run.id, run.created_at.isoformat())
         return await super().create_run(run)
 
-    async def list_pending_runs(self, limit: int, namespace: str | None) -> list[RunRecord]:
-        pending = await super().list_pending_runs(len(self._runs), namespace)
+    async def list_pending_runs(
+        self,
+        limit: int,
+        namespace: str | None,
+        *,
+        workflows: Collection[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        pending = await super().list_pending_runs(len(self._runs), namespace, workflows=workflows)
         return sorted(pending, key=lambda run: self._created_text[run.id])[:limit]
 
 

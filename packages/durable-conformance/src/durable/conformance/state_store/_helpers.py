@@ -55,6 +55,7 @@ def _run(
     created_at: datetime | None = None,
     namespace: str = "default",
     workflow: str = "conformance",
+    version: str = "1",
     wake_at: datetime | None = None,
     tags: Iterable[str] = (),
     attributes: Mapping[str, AttributeValue] | None = None,
@@ -64,7 +65,7 @@ def _run(
     return RunRecord(
         id=run_id or _new_id(),
         workflow=workflow,
-        workflow_version="1",
+        workflow_version=version,
         status=status,
         input=payload,
         created_at=created,
@@ -86,6 +87,8 @@ def _checkpoint(
     started_at: datetime | None = None,
     payload: JSONValue = None,
     output: JSONValue = None,
+    attempts: int = 0,
+    wake_at: datetime | None = None,
 ) -> CheckpointRecord:
     return CheckpointRecord(
         run_id=run_id,
@@ -97,6 +100,8 @@ def _checkpoint(
         started_at=started_at or _now(),
         input=payload,
         output=output,
+        attempts=attempts,
+        wake_at=wake_at,
     )
 
 

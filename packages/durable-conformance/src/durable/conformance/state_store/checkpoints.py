@@ -7,6 +7,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 from uuid import uuid4
 
+import pytest
+
 from durable.conformance._base import SuiteBase
 from durable.conformance._options import needs
 from durable.conformance.state_store._helpers import (
@@ -23,10 +25,37 @@ from durable.conformance.state_store._helpers import (
     _race,
     _run,
 )
-from durable.core import CheckpointRecord
+from durable.core import CheckpointRecord, RunNotFound
 
 if TYPE_CHECKING:
-    from durable.core import CheckpointKind, CheckpointStatus, StateStore
+    from durable.core import (
+        CheckpointKind,
+        CheckpointStatus,
+        JSONValue,
+        RunPatch,
+        RunRecord,
+        StateStore,
+    )
+
+
+def _remote(
+    run_id: str,
+    status: CheckpointStatus = "completed",
+    *,
+    output: JSONValue = None,
+    seq: int = 1,
+    attempts: int = 1,
+) -> CheckpointRecord:
+    """A remote step's checkpoint: ``running`` once dispatched, then its result."""
+    return _checkpoint(run_id, seq, kind="remote", status=status, output=output, attempts=attempts)
+
+
+async def _dispatched(store: StateStore) -> tuple[RunRecord, CheckpointRecord]:
+    """A run leased by worker A, with a remote step dispatched at ``seq`` 1."""
+    run = await _locked(store, _A, _now())
+    dispatched = _remote(run.id, "running")
+    assert await store.save_checkpoint(dispatched, owner=_A)
+    return run, dispatched
 
 
 class CheckpointsSuite(SuiteBase):
@@ -200,6 +229,168 @@ class CheckpointsSuite(SuiteBase):
             assert output is None if not written else output in written, (
                 f"the run patch {output!r} does not match a written checkpoint"
             )
+
+        for _ in range(self.options.race_repeats):
+            await one_round()
+
+    # -- compare-and-set (expect) ---------------------------------------------------------------
+
+    async def test_save_checkpoint_with_expect_writes_only_over_that_status_and_attempts(
+        self, durable_store: StateStore
+    ) -> None:
+        run = await _create(durable_store, _run())
+        dispatched = _remote(run.id, "running")
+        assert await durable_store.save_checkpoint(dispatched)
+        result = _remote(run.id, output="ok")
+        mismatches: list[tuple[CheckpointStatus, int]] = [
+            ("running", 2),
+            ("running", 0),
+            ("pending", 1),
+            ("completed", 1),
+        ]
+        for expect in mismatches:
+            written = await durable_store.save_checkpoint(result, {"output": "ok"}, expect=expect)
+            assert written is False, f"written over (running, 1) while expecting {expect}"
+            assert await durable_store.get_checkpoint(run.id, 1) == dispatched
+        assert (await _get(durable_store, run.id)).output is None
+        assert await durable_store.save_checkpoint(result, {"output": "ok"}, expect=("running", 1))
+        assert await durable_store.get_checkpoint(run.id, 1) == result
+        assert (await _get(durable_store, run.id)).output == "ok"
+        again = await durable_store.save_checkpoint(result, expect=("running", 1))
+        assert again is False, "the compare-and-set succeeded twice"
+
+    async def test_save_checkpoint_with_expect_never_replaces_a_finished_result(
+        self, durable_store: StateStore
+    ) -> None:
+        run = await _create(durable_store, _run())
+        timed_out = _remote(run.id, "failed")
+        completed = _remote(run.id, output="done", seq=2)
+        for checkpoint in (timed_out, completed):
+            assert await durable_store.save_checkpoint(checkpoint)
+        late = _remote(run.id, output="late")
+        written = await durable_store.save_checkpoint(
+            late, {"output": "late"}, expect=("running", 1)
+        )
+        assert written is False, "a late result replaced a step that failed on timeout"
+        redispatch = _remote(run.id, "running", seq=2, attempts=2)
+        written = await durable_store.save_checkpoint(redispatch, expect=("running", 1))
+        assert written is False, "a re-dispatch replaced a completed result"
+        assert await durable_store.list_checkpoints(run.id) == [timed_out, completed]
+        assert (await _get(durable_store, run.id)).output is None
+
+    async def test_save_checkpoint_with_expect_of_a_missing_row_writes_nothing(
+        self, durable_store: StateStore
+    ) -> None:
+        run = await _locked(durable_store, _A, _now())
+        checkpoint = _checkpoint(run.id, 1)
+        expectations: list[tuple[CheckpointStatus, int]] = [("pending", 0), ("running", 1)]
+        for expect in expectations:
+            assert await durable_store.save_checkpoint(checkpoint, expect=expect) is False
+            fenced = await durable_store.save_checkpoint(
+                checkpoint, {"output": "x"}, owner=_A, expect=expect
+            )
+            assert fenced is False
+        assert await durable_store.list_checkpoints(run.id) == []
+        assert (await _get(durable_store, run.id)).output is None
+
+    async def test_save_checkpoint_with_expect_and_owner_needs_both(
+        self, durable_store: StateStore
+    ) -> None:
+        run, dispatched = await _dispatched(durable_store)
+        result = _remote(run.id, output="ok")
+        refused: list[tuple[str, tuple[CheckpointStatus, int]]] = [
+            (_B, ("running", 1)),
+            (_A, ("running", 2)),
+        ]
+        for owner, expect in refused:
+            written = await durable_store.save_checkpoint(
+                result, {"output": "ok"}, owner=owner, expect=expect
+            )
+            assert written is False, f"written for owner {owner!r} expecting {expect}"
+        assert await durable_store.get_checkpoint(run.id, 1) == dispatched
+        assert (await _get(durable_store, run.id)).output is None
+        assert await durable_store.save_checkpoint(
+            result, {"output": "ok"}, owner=_A, expect=("running", 1)
+        )
+        assert await durable_store.get_checkpoint(run.id, 1) == result
+        assert (await _get(durable_store, run.id)).output == "ok"
+
+    async def test_save_checkpoint_with_expect_after_release_writes_nothing(
+        self, durable_store: StateStore
+    ) -> None:
+        run, dispatched = await _dispatched(durable_store)
+        assert await durable_store.release_run_lock(run.id, _A, status="suspended") == "suspended"
+        result = _remote(run.id, output="ok")
+        fenced = await durable_store.save_checkpoint(result, owner=_A, expect=("running", 1))
+        assert fenced is False
+        assert await durable_store.get_checkpoint(run.id, 1) == dispatched
+
+    async def test_save_checkpoint_with_expect_and_run_patch_of_unknown_run_raises(
+        self, durable_store: StateStore
+    ) -> None:
+        run_id = _new_id()
+        dispatched = _remote(run_id, "running")
+        assert await durable_store.save_checkpoint(dispatched)
+        result = _remote(run_id, output="ok")
+        with pytest.raises(RunNotFound):
+            await durable_store.save_checkpoint(result, {"output": "ok"}, expect=("running", 1))
+        assert await durable_store.get_checkpoint(run_id, 1) == dispatched
+
+    @needs("race_repeats")
+    async def test_one_of_many_concurrent_expect_writers_wins(
+        self, durable_store: StateStore
+    ) -> None:
+        async def one_round() -> None:
+            run, _ = await _dispatched(durable_store)
+
+            async def write(i: int) -> bool:
+                result = _remote(run.id, output=i)
+                patch: RunPatch | None = {"output": i} if i % 3 == 0 else None
+                owner = _A if i % 2 else None
+                return await durable_store.save_checkpoint(
+                    result, patch, owner=owner, expect=("running", 1)
+                )
+
+            won = await _race(self.options.concurrency, write)
+            winners = [i for i, ok in enumerate(won) if ok]
+            assert len(winners) == 1, f"{len(winners)} of {len(won)} compare-and-sets won"
+            stored = await durable_store.get_checkpoint(run.id, 1)
+            assert stored is not None
+            assert (stored.status, stored.output) == ("completed", winners[0])
+            output = (await _get(durable_store, run.id)).output
+            assert output == (winners[0] if winners[0] % 3 == 0 else None), (
+                f"a losing writer's run patch was applied: {output!r}"
+            )
+
+        for _ in range(self.options.race_repeats):
+            await one_round()
+
+    @needs("race_repeats")
+    async def test_late_result_racing_a_timeout_write_never_both_land(
+        self, durable_store: StateStore
+    ) -> None:
+        async def one_round() -> None:
+            run, _ = await _dispatched(durable_store)
+            timed_out = dataclasses.replace(
+                _remote(run.id, "failed"),
+                error={"type": "TimeoutError", "message": "remote step timed out"},
+            )
+            late = _remote(run.id, output="late")
+            timeout = self.options.concurrency // 2
+
+            async def contend(i: int) -> bool:
+                if i == timeout:  # the workflow's worker gives up on the step
+                    return await durable_store.save_checkpoint(
+                        timed_out, owner=_A, expect=("running", 1)
+                    )
+                # the result arrives, redelivered by the transport
+                return await durable_store.save_checkpoint(late, expect=("running", 1))
+
+            won = await _race(self.options.concurrency, contend)
+            winners = [i for i, ok in enumerate(won) if ok]
+            assert len(winners) == 1, f"{len(winners)} writes landed on one running step"
+            expected = timed_out if winners == [timeout] else late
+            assert await durable_store.get_checkpoint(run.id, 1) == expected
 
         for _ in range(self.options.race_repeats):
             await one_round()

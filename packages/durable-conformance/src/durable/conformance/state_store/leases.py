@@ -12,8 +12,10 @@ from durable.conformance._base import SuiteBase
 from durable.conformance._options import needs
 from durable.conformance.state_store._helpers import (
     _A,
+    _ALL_STATUSES,
     _B,
     _LEASE,
+    _assert_same_run,
     _checkpoint,
     _create,
     _get,
@@ -120,6 +122,58 @@ class LeasesSuite(SuiteBase):
         assert await durable_store.try_lock_run(run.id, _B, later + _LEASE, later)
         assert (await _get(durable_store, run.id)).wake_requested is False
 
+    async def test_try_lock_run_with_namespace_claims_only_a_run_of_that_namespace(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        run = await _create(durable_store, _run(namespace=_new_id("ns")))
+        before = await _get(durable_store, run.id)
+        for namespace in (_new_id("ns"), "default", run.namespace.upper()):
+            claimed = await durable_store.try_lock_run(
+                run.id, _A, now + _LEASE, now, namespace=namespace
+            )
+            assert claimed is False, f"claimed a run of {run.namespace!r} for {namespace!r}"
+        _assert_same_run(await durable_store.get_run(run.id), before)
+        claimed = await durable_store.try_lock_run(
+            run.id, _A, now + _LEASE, now, namespace=run.namespace, workflows=[("other", "1")]
+        )
+        assert claimed is False, "the namespace matched, the workflow did not"
+        assert await durable_store.try_lock_run(
+            run.id, _A, now + _LEASE, now, namespace=run.namespace
+        )
+        assert (await _get(durable_store, run.id)).locked_by == _A
+
+    async def test_try_lock_run_with_workflows_claims_only_a_listed_workflow_version(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        pending = await _create(durable_store, _run(workflow="billing", version="2"))
+        due = await _create(
+            durable_store, _run("suspended", workflow="billing", version="2", wake_at=now)
+        )
+        expired = await _create(durable_store, _run(workflow="billing", version="2"))
+        assert await durable_store.try_lock_run(expired.id, "dead-worker", now, now - _LEASE)
+        refused: list[set[tuple[str, str]]] = [
+            set(),
+            {("billing", "1")},
+            {("shipping", "2")},
+            {("billin", "g2")},
+            {("2", "billing")},
+        ]
+        for run in (pending, due, expired):
+            before = await _get(durable_store, run.id)
+            for workflows in refused:
+                claimed = await durable_store.try_lock_run(
+                    run.id, _A, now + _LEASE, now, workflows=workflows
+                )
+                assert claimed is False, f"a {before.status} run claimed for {workflows}"
+            _assert_same_run(await durable_store.get_run(run.id), before)
+            assert await durable_store.try_lock_run(
+                run.id, _A, now + _LEASE, now, workflows=[("shipping", "2"), ("billing", "2")]
+            ), f"a {before.status} run of a listed pair was not claimed"
+            got = await _get(durable_store, run.id)
+            assert (got.status, got.locked_by) == ("running", _A)
+
     @needs("race_repeats")
     async def test_one_of_many_concurrent_lockers_wins(self, durable_store: StateStore) -> None:
         async def one_round() -> None:
@@ -181,6 +235,20 @@ class LeasesSuite(SuiteBase):
         assert await durable_store.renew_run_lock(run.id, _A, now + 3 * _LEASE) is False
         got = await _get(durable_store, run.id)
         assert (got.locked_by, got.locked_until) == (None, None)
+
+    async def test_renew_run_lock_fails_once_the_run_is_cancelled_or_ended(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        for status in _ALL_STATUSES:
+            if status == "running":
+                continue
+            run = await _locked(durable_store, _A, now)
+            assert await durable_store.update_run(run.id, status=status)
+            renewed = await durable_store.renew_run_lock(run.id, _A, now + 3 * _LEASE)
+            assert renewed is False, f"renewed the lease of a {status} run"
+            got = await _get(durable_store, run.id)
+            assert (got.status, got.locked_by, got.locked_until) == (status, _A, now + _LEASE)
 
     @needs("race_repeats")
     async def test_renew_racing_takeovers_never_both_succeed(

@@ -6,12 +6,16 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import pytest
+
 from durable.conformance._base import SuiteBase
 from durable.conformance._options import needs
 from durable.conformance.state_store._helpers import (
     _A,
     _B,
+    _LEASE,
     _assert_utc,
+    _checkpoint,
     _create,
     _get,
     _locked,
@@ -23,7 +27,28 @@ from durable.conformance.state_store._helpers import (
 from durable.core import TERMINAL_STATUSES, SignalWaiter
 
 if TYPE_CHECKING:
-    from durable.core import JSONValue, StateStore
+    from durable.core import (
+        CheckpointKind,
+        CheckpointRecord,
+        CheckpointStatus,
+        JSONValue,
+        StateStore,
+    )
+
+
+def _waiting(
+    waiter: SignalWaiter, started_at: datetime, *, wake_at: datetime | None = None
+) -> CheckpointRecord:
+    """The ``pending`` signal checkpoint a wait writes with its waiter."""
+    return _checkpoint(
+        waiter.run_id,
+        waiter.seq,
+        name=waiter.token,
+        kind="signal",
+        status="pending",
+        started_at=started_at,
+        wake_at=wake_at,
+    )
 
 
 class SignalsSuite(SuiteBase):
@@ -50,6 +75,135 @@ class SignalsSuite(SuiteBase):
         assert await durable_store.list_signal_waiters(token) == [newer]
         assert await durable_store.take_signal_waiter(token) == newer
         assert await durable_store.take_signal_waiter(token) is None
+
+    async def test_put_signal_waiter_with_owner_writes_waiter_and_checkpoint(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        run = await _locked(durable_store, _A, now)
+        waiter = SignalWaiter(_new_id("token"), run.id, 2)
+        waiting = _waiting(waiter, now - timedelta(seconds=5), wake_at=now + timedelta(hours=1))
+        assert await durable_store.put_signal_waiter(waiter, owner=_A, checkpoint=waiting) is True
+        assert await durable_store.list_signal_waiters(waiter.token) == [waiter]
+        assert await durable_store.list_checkpoints(run.id) == [waiting]
+        alone = SignalWaiter(_new_id("token"), run.id, 3)
+        assert await durable_store.put_signal_waiter(alone, owner=_A) is True
+        assert await durable_store.list_signal_waiters(alone.token) == [alone]
+        unfenced = SignalWaiter(_new_id("token"), _new_id(), 1)
+        assert await durable_store.put_signal_waiter(unfenced) is True
+        assert await durable_store.list_signal_waiters(unfenced.token) == [unfenced]
+
+    async def test_put_signal_waiter_with_checkpoint_replaces_waiter_and_checkpoint(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        run = await _locked(durable_store, _A, now)
+        token = _new_id("token")
+        await durable_store.put_signal_waiter(SignalWaiter(token, run.id, 1))
+        waiter = SignalWaiter(token, run.id, 4)
+        first = _waiting(waiter, now, wake_at=now + timedelta(minutes=1))
+        assert await durable_store.put_signal_waiter(waiter, owner=_A, checkpoint=first)
+        second = _waiting(waiter, now, wake_at=now + timedelta(minutes=2))
+        assert await durable_store.put_signal_waiter(waiter, checkpoint=second)
+        assert await durable_store.list_signal_waiters(token) == [waiter]
+        assert await durable_store.list_checkpoints(run.id) == [second]
+
+    async def test_put_signal_waiter_with_foreign_or_released_owner_writes_nothing(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        foreign = await _locked(durable_store, _A, now)
+        released = await _locked(durable_store, _A, now)
+        assert await durable_store.release_run_lock(released.id, _A, status="suspended")
+        cancelled = await _locked(durable_store, _A, now)
+        assert await durable_store.update_run(cancelled.id, status="cancelled")
+        token = _new_id("token")
+        genuine = SignalWaiter(token, foreign.id, 5)
+        assert await durable_store.put_signal_waiter(genuine, owner=_A)
+        stale = SignalWaiter(token, foreign.id, 4)
+        replaced = await durable_store.put_signal_waiter(
+            stale, owner=_B, checkpoint=_waiting(stale, now)
+        )
+        assert replaced is False, "a worker without the lease replaced the run's waiter"
+        assert await durable_store.list_signal_waiters(token) == [genuine]
+        cases = [
+            (foreign.id, _B, "leased by another worker"),
+            (released.id, _A, "released"),
+            (cancelled.id, _A, "cancelled"),
+            (_new_id(), _A, "unknown"),
+        ]
+        for run_id, owner, what in cases:
+            for seq, with_checkpoint in ((1, False), (2, True)):
+                waiter = SignalWaiter(_new_id("token"), run_id, seq)
+                checkpoint = _waiting(waiter, now) if with_checkpoint else None
+                written = await durable_store.put_signal_waiter(
+                    waiter, owner=owner, checkpoint=checkpoint
+                )
+                assert written is False, f"a waiter was written for a {what} run"
+                assert await durable_store.list_signal_waiters(waiter.token) == []
+            assert await durable_store.list_checkpoints(run_id) == [], f"{what} run"
+
+    async def test_put_signal_waiter_refuses_a_checkpoint_at_another_seq(
+        self, durable_store: StateStore
+    ) -> None:
+        run = await _locked(durable_store, _A, _now())
+        waiter = SignalWaiter(_new_id("token"), run.id, 1)
+        elsewhere = [
+            _waiting(dataclasses.replace(waiter, seq=2), _now()),
+            _waiting(dataclasses.replace(waiter, run_id=_new_id()), _now()),
+        ]
+        for checkpoint in elsewhere:
+            for owner in (None, _A):
+                with pytest.raises(ValueError, match=waiter.token):
+                    await durable_store.put_signal_waiter(
+                        waiter, owner=owner, checkpoint=checkpoint
+                    )
+        assert await durable_store.list_signal_waiters(waiter.token) == []
+        assert await durable_store.list_checkpoints(run.id) == []
+
+    @needs("race_repeats")
+    async def test_fenced_waiters_racing_a_takeover_never_land_after_it(
+        self, durable_store: StateStore
+    ) -> None:
+        async def one_round() -> None:
+            start = _now()
+            run = await _locked(durable_store, _A, start)
+            later = start + 2 * _LEASE
+            prefix = _new_id("token") + ":"
+            taker = self.options.concurrency // 2
+            seen_waiters: set[int] = set()
+            seen_checkpoints: set[int] = set()
+
+            async def contend(i: int) -> bool:
+                if i == taker:
+                    won = await durable_store.try_lock_run(run.id, _B, later + _LEASE, later)
+                    waiters = await durable_store.list_signal_waiters(prefix)
+                    seen_waiters.update(w.seq for w in waiters)
+                    cps = await durable_store.list_checkpoints(run.id)
+                    seen_checkpoints.update(cp.seq for cp in cps)
+                    return won
+                waiter = SignalWaiter(f"{prefix}{i:04d}", run.id, i)
+                checkpoint = _waiting(waiter, start) if i % 2 else None
+                return await durable_store.put_signal_waiter(
+                    waiter, owner=_A, checkpoint=checkpoint
+                )
+
+            results = await _race(self.options.concurrency, contend)
+            assert results[taker], "the takeover of an expired lease failed"
+            waiters = {w.seq for w in await durable_store.list_signal_waiters(prefix)}
+            assert waiters == {i for i, ok in enumerate(results) if i != taker and ok}, (
+                "put_signal_waiter's return value disagrees with what was written"
+            )
+            checkpoints = {cp.seq for cp in await durable_store.list_checkpoints(run.id)}
+            assert checkpoints == {i for i in waiters if i % 2}, (
+                "a waiter and its checkpoint were not written together"
+            )
+            assert (waiters, checkpoints) == (seen_waiters, seen_checkpoints), (
+                "fenced waiters landed after the takeover"
+            )
+
+        for _ in range(self.options.race_repeats):
+            await one_round()
 
     async def test_take_signal_waiter_of_unknown_token_returns_none(
         self, durable_store: StateStore
@@ -298,6 +452,109 @@ class SignalsSuite(SuiteBase):
             signal = await durable_store.take_buffered_signal(token)
             assert signal is not None
             assert signal.payload == "unread"
+
+    async def test_pair_signal_keeps_when_the_pending_wait_began(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        began, deadline = now - timedelta(seconds=90), now + timedelta(hours=1)
+        run = await _locked(durable_store, _A, began)
+        waiter = SignalWaiter(_new_id("token"), run.id, 2)
+        waiting = _waiting(waiter, began, wake_at=deadline)
+        assert await durable_store.put_signal_waiter(waiter, owner=_A, checkpoint=waiting)
+        released = await durable_store.release_run_lock(
+            run.id, _A, status="suspended", wake_at=deadline
+        )
+        assert released == "suspended"
+        await durable_store.buffer_signal(waiter.token, {"approved": True}, now)
+        assert await durable_store.pair_signal(waiter.token, now) == waiter
+        delivered = dataclasses.replace(
+            waiting,
+            status="completed",
+            output={"approved": True},
+            finished_at=now,
+            wake_at=None,
+        )
+        assert await durable_store.get_checkpoint(run.id, 2) == delivered
+        got = await _get(durable_store, run.id)
+        assert (got.status, got.wake_at) == ("pending", None)
+
+    async def test_pair_signal_with_a_stale_waiter_keeps_the_signal_for_a_genuine_one(
+        self, durable_store: StateStore
+    ) -> None:
+        now = _now()
+        finished: list[tuple[CheckpointStatus, CheckpointKind]] = [
+            ("completed", "signal"),
+            ("failed", "signal"),
+            ("pending", "sleep"),
+            ("completed", "local"),
+            ("running", "remote"),
+        ]
+        for status, kind in finished:
+            run = await _create(durable_store, _run("suspended"))
+            token = _new_id("token")
+            done = _checkpoint(run.id, 1, name=token, kind=kind, status=status, output="before")
+            assert await durable_store.save_checkpoint(done)
+            await durable_store.put_signal_waiter(SignalWaiter(token, run.id, 1))
+            await durable_store.buffer_signal(token, "for the genuine waiter", now)
+            paired = await durable_store.pair_signal(token, now)
+            assert paired is None, f"a signal was delivered onto a {status} {kind} checkpoint"
+            assert await durable_store.list_signal_waiters(token) == []
+            assert await durable_store.get_checkpoint(run.id, 1) == done
+            assert (await _get(durable_store, run.id)).status == "suspended"
+            genuine = SignalWaiter(token, run.id, 2)
+            await durable_store.put_signal_waiter(genuine)
+            assert await durable_store.pair_signal(token, now) == genuine, "the signal was lost"
+            delivered = await durable_store.get_checkpoint(run.id, 2)
+            assert delivered is not None
+            assert (delivered.status, delivered.output) == ("completed", "for the genuine waiter")
+
+    @needs("race_repeats")
+    async def test_pair_signal_racing_a_timeout_write_either_delivers_or_times_out(
+        self, durable_store: StateStore
+    ) -> None:
+        async def one_round() -> None:
+            now = _now()
+            began = now - timedelta(seconds=1)
+            run = await _locked(durable_store, _A, began)
+            waiter = SignalWaiter(_new_id("token"), run.id, 1)
+            waiting = _waiting(waiter, began, wake_at=now)
+            assert await durable_store.put_signal_waiter(waiter, owner=_A, checkpoint=waiting)
+            await durable_store.buffer_signal(waiter.token, "go", now)
+            timed_out = dataclasses.replace(
+                waiting,
+                status="failed",
+                finished_at=now,
+                error={"type": "SignalTimeoutError", "message": "no signal in time"},
+            )
+            timeout = self.options.concurrency // 2
+
+            async def contend(i: int) -> SignalWaiter | bool | None:
+                if i == timeout:  # the run's worker gives up waiting
+                    return await durable_store.save_checkpoint(
+                        timed_out, owner=_A, expect=("pending", 0)
+                    )
+                return await durable_store.pair_signal(waiter.token, now)
+
+            results = await _race(self.options.concurrency, contend)
+            paired = [r for i, r in enumerate(results) if i != timeout and r is not None]
+            stored = await durable_store.get_checkpoint(run.id, 1)
+            left = await durable_store.take_buffered_signal(waiter.token)
+            if results[timeout]:
+                assert paired == [], "a signal was delivered onto a wait that timed out"
+                assert stored == timed_out
+                assert left is not None, "the signal was lost to a wait that timed out"
+                assert left.payload == "go"
+            else:
+                assert paired == [waiter], f"{len(paired)} pairers delivered one signal"
+                assert stored is not None
+                assert (stored.status, stored.output) == ("completed", "go")
+                assert stored.started_at == began, "the delivery lost when the wait began"
+                assert left is None, "a delivered signal is still buffered"
+            assert await durable_store.list_signal_waiters(waiter.token) == []
+
+        for _ in range(self.options.race_repeats):
+            await one_round()
 
     @needs("race_repeats")
     async def test_concurrent_pairers_deliver_one_signal_once(
