@@ -125,9 +125,14 @@ class InMemoryStateStore:
         """Filter, order newest first, and page."""
         await anyio.lowlevel.checkpoint()
         after = decode_cursor(query.cursor) if query.cursor else None
+        candidates = (
+            self._runs.values()
+            if query.run_ids is None
+            else [self._runs[i] for i in query.run_ids if i in self._runs]
+        )
         matches = [
             run
-            for run in self._runs.values()
+            for run in candidates
             if _matches(run, query) and (after is None or (run.created_at, run.id) < after)
         ]
         matches.sort(key=lambda r: (r.created_at, r.id), reverse=True)

@@ -128,6 +128,8 @@ class RunQuery:
     attributes: dict[str, AttributeValue] = field(default_factory=dict)
     created_after: datetime | None = None
     created_before: datetime | None = None
+    run_ids: frozenset[str] | None = None
+    """Only these runs (any namespace unless ``namespace`` is given)."""
     limit: int = 100
     cursor: str | None = None
 

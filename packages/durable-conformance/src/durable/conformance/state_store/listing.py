@@ -210,6 +210,17 @@ class ListingSuite(SuiteBase):
         page = await durable_store.list_runs(query)
         assert [run.id for run in page.runs] == [runs[2].id, runs[1].id]
 
+    async def test_list_runs_by_run_ids_returns_only_those_in_any_namespace(
+        self, durable_store: StateStore
+    ) -> None:
+        runs = [await _create(durable_store, _run(namespace=_new_id("ns"))) for _ in range(4)]
+        wanted = frozenset({runs[0].id, runs[2].id, _new_id("absent")})
+        page = await durable_store.list_runs(RunQuery(run_ids=wanted))
+        assert sorted(run.id for run in page.runs) == sorted([runs[0].id, runs[2].id])
+        assert (await durable_store.list_runs(RunQuery(run_ids=frozenset()))).runs == []
+        scoped = RunQuery(run_ids=wanted, namespace=runs[0].namespace)
+        assert [run.id for run in (await durable_store.list_runs(scoped)).runs] == [runs[0].id]
+
     async def test_listed_runs_are_complete_records(self, durable_store: StateStore) -> None:
         ns, now = _new_id("ns"), _now()
         run = await _create(

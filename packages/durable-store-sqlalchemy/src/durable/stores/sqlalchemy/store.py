@@ -529,6 +529,8 @@ class SqlAlchemyStateStore:
             where: list[ColumnElement[bool]] = []
             if query.namespace is not None:
                 where.append(R.namespace == query.namespace)
+            if query.run_ids is not None:
+                where.append(R.id.in_(sorted(query.run_ids)))
             if query.statuses is not None:
                 where.append(R.status.in_(sorted(query.statuses)))
             if query.workflow is not None:
