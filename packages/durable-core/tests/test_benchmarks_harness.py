@@ -63,8 +63,7 @@ def _check_durable(summary: dict[str, Any], *, real_db: bool) -> None:
     assert throughput["workflows_per_s"] > 0
     assert throughput["completed"] == 20
     if real_db:
-        # One durable write per completed step; the poller's ticks during the longer
-        # workflows add a little to the marginal count.
+        # One durable write per completed step (counted on an engine that does not poll).
         assert steps["step_statements"] == pytest.approx(1, abs=0.25)
         assert replay["n10_statements"] > 0
         floor = summary["floor"]["raw"]

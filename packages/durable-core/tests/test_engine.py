@@ -32,7 +32,7 @@ from durable.core import (
     step,
     workflow,
 )
-from durable.core.context import Turn
+from durable.core._turn import Turn
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -444,3 +444,20 @@ async def test_a_deferred_sleep_lost_with_its_worker_starts_over_on_recovery() -
     [step_cp, nap] = await inner.list_checkpoints(handle.run_id)
     assert (step_cp.kind, step_cp.attempts, nap.kind) == ("local", 1, "sleep")  # no step re-run
     assert run.wake_at == nap.wake_at
+
+
+def test_an_engine_can_be_entered_again_from_another_event_loop() -> None:
+    @workflow(name="twice-entered")
+    async def hello(ctx: WorkflowCtx, who: str) -> str:
+        return f"hello {who}"
+
+    store = InMemoryStateStore()
+    durable = Engine(store, workflows=[hello], poll_interval=0.02)
+
+    async def use(who: str) -> object:
+        async with durable:
+            handle = await durable.start(hello, who)
+            return (await durable.wait_for_run(handle.run_id, 10, until="terminal")).output
+
+    assert anyio.run(use, "a") == "hello a"
+    assert anyio.run(use, "b") == "hello b"

@@ -9,15 +9,19 @@ from durable.core._types import (
     JSONValue,
     RunStatus,
 )
+from durable.core._views import Run, RunHandle, RunList
 from durable.core.context import WorkflowCtx
-from durable.core.engine import Engine, Run, RunHandle, RunList
+from durable.core.engine import Engine
 from durable.core.errors import (
     DurableError,
+    EngineNotRunningError,
     FatalError,
     InputValidationError,
     NonDeterminismError,
     PayloadTooLargeError,
     RemoteStepError,
+    ResultTypeError,
+    RunConflictError,
     RunNotFound,
     SchemaMissingError,
     SerializationError,
@@ -76,6 +80,7 @@ __all__ = [
     "DurableError",
     "Duration",
     "Engine",
+    "EngineNotRunningError",
     "ErrorInfo",
     "FatalError",
     "InMemoryStateStore",
@@ -86,7 +91,9 @@ __all__ = [
     "ProtocolError",
     "RemoteStepDef",
     "RemoteStepError",
+    "ResultTypeError",
     "Run",
+    "RunConflictError",
     "RunHandle",
     "RunList",
     "RunNotFound",

@@ -130,6 +130,16 @@ class Branches:
 
     async def park(self) -> NoReturn:
         """Wait until the turn ends (the caller is cancelled); the branch counts as parked."""
+        await self.nap(None)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def nap(self, seconds: float | None) -> None:
+        """Wait ``seconds`` (None: until the turn ends); meanwhile the branch counts as parked.
+
+        A branch napping until a wake time does not keep the turn open: if every other
+        branch waits too, the turn ends and the run resumes at that time. If the turn goes on,
+        the nap returns when its time is up.
+        """
         task = asyncio.current_task() if self._exact else None
         if task is not None:
             if task not in self._tasks:
@@ -138,12 +148,14 @@ class Branches:
         self._parked += 1
         self._notify()
         try:
-            await anyio.sleep_forever()
+            if seconds is None:
+                await anyio.sleep_forever()
+            else:
+                await anyio.sleep(seconds)
         finally:
             self._parked -= 1
             if task is not None and task in self._tasks:
                 self._unparked.add(task)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def idle(self) -> bool:
         """Whether every branch is parked or waits only on other branches, and one is parked.

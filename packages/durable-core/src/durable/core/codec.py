@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, TypeVar
 
 import pydantic
 import pydantic_core
 
-from durable.core.errors import InputValidationError, SerializationError
+from durable.core.errors import InputValidationError, ResultTypeError, SerializationError
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable
@@ -50,6 +51,39 @@ class Codec(Generic[T]):
             ) from exc
         return encoded
 
+    def record(self, value: object, subject: str) -> tuple[JSONValue, T]:
+        """Check a returned value against the type, and give what is stored and what replay sees.
+
+        The value is validated against the declared type (so ``-> str`` returning ``None``
+        fails now, not on a replay days later), encoded to JSON, and decoded again: the
+        second element is exactly what a replay decodes from the stored JSON, so the first
+        execution and every replay see the same value (a tuple comes back as a list in both,
+        ``{7: ...}`` as ``{"7": ...}``, an untyped ``datetime`` as its ISO text).
+
+        Raises:
+            ResultTypeError: The value does not match the declared type.
+            SerializationError: The value cannot be stored as JSON, or is a one-shot iterator
+                (a generator) that encoding would consume.
+        """
+        if type(value) in _PLAIN and (self._passthrough or type(value) is self.annotation):
+            return value, value  # type: ignore[return-value]
+        if isinstance(value, Iterator | AsyncIterator):
+            raise SerializationError(
+                f"{subject}: a {type(value).__qualname__} can be read only once, so it cannot be"
+                " recorded and replayed; return a list instead"
+            )
+        if not self._passthrough:
+            try:
+                value = self._adapter.validate_python(value)
+            except pydantic.ValidationError as exc:
+                raise ResultTypeError(
+                    subject,
+                    f"returned {type(value).__qualname__}, declared {_type_name(self.annotation)}"
+                    f" ({exc.error_count()} error(s): {exc.errors()[0]['msg']})",
+                ) from exc
+        encoded = self.encode(value, subject)  # type: ignore[arg-type]
+        return encoded, self.decode(encoded, subject)
+
     def decode(self, data: JSONValue, subject: str) -> T:
         """Validate ``data`` into the codec's type.
 
@@ -71,6 +105,10 @@ class Codec(Generic[T]):
             return self._adapter.validate_python(value)
         except pydantic.ValidationError as exc:
             raise InputValidationError(subject, str(exc), exc) from exc
+
+
+def _type_name(annotation: object) -> str:
+    return annotation.__qualname__ if isinstance(annotation, type) else repr(annotation)
 
 
 _CODECS: dict[object, Codec[Any]] = {}

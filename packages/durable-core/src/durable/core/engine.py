@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import logging
 import os
 import socket
 import uuid
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from durable.core._branches import tracking
+from durable.core._limits import check_key
+from durable.core._logs import Throttle, run_fields
+from durable.core._serving import serve_task
 from durable.core._time import Duration, to_seconds, utcnow
+from durable.core._turn import REFUSED, Outcome, Turn, error_info
 from durable.core._types import TERMINAL_STATUSES
+from durable.core._views import Run, RunHandle, RunList, run_view
+from durable.core._watch import RunWatch
 from durable.core.codec import ANY_CODEC
-from durable.core.context import Outcome, Turn, error_info
 from durable.core.errors import (
-    FatalError,
+    EngineNotRunningError,
     InputValidationError,
+    RunConflictError,
     RunNotFound,
-    StepNotRegistered,
     WorkflowNotRegistered,
 )
-from durable.core.records import ErrorInfo, RunPatch, RunQuery, RunRecord
-from durable.core.steps import StepHandler, StepInfo, _current_step
-from durable.core.transport import StepResult, StepTask
+from durable.core.records import RunPatch, RunQuery, RunRecord
 from durable.core.workflow import WorkflowDef, WorkflowRegistry
 
 if TYPE_CHECKING:
@@ -36,58 +40,13 @@ if TYPE_CHECKING:
     from typing import Self
 
     from durable.core._time import Clock
-    from durable.core._types import AttributeValue, JSONValue, RunStatus
+    from durable.core._types import AttributeValue, CheckpointStatus, RunStatus
+    from durable.core.steps import StepHandler
     from durable.core.store import StateStore
-    from durable.core.transport import Transport
+    from durable.core.transport import StepResult, StepTask, Transport
 
 
 log = logging.getLogger("durable.engine")
-
-
-@dataclass(frozen=True, slots=True)
-class RunHandle:
-    """What ``start`` returns: the run's id and its status when ``start`` returned."""
-
-    run_id: str
-    status: RunStatus
-    created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    """A run as the engine reports it.
-
-    ``output`` is decoded into the workflow's output type when the workflow is registered
-    with this engine, and left as JSON otherwise.
-    """
-
-    id: str
-    workflow: str
-    version: str
-    status: RunStatus
-    input: JSONValue
-    output: object
-    error: ErrorInfo | None
-    namespace: str
-    tags: list[str]
-    attributes: dict[str, AttributeValue]
-    wake_at: datetime | None
-    recovery_attempts: int
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def done(self) -> bool:
-        """Whether the run reached a terminal status."""
-        return self.status in TERMINAL_STATUSES
-
-
-@dataclass(frozen=True, slots=True)
-class RunList:
-    """One page of ``list_runs``."""
-
-    runs: list[Run]
-    next_cursor: str | None = None
 
 
 @dataclass(slots=True)
@@ -98,14 +57,17 @@ class _Settings:
     max_concurrent_runs: int
     shutdown_grace: float
     active: set[str] = field(default_factory=set)
+    serving: int = 0
 
 
 class Engine:
     """The durable engine. Use as ``async with Engine(...) as engine:``.
 
     A driving engine (``drive=True``, the default) takes pending runs, replays them, renews
-    their leases, recovers runs whose worker died, and wakes due timers. A client-only engine
-    (``drive=False``) only starts, signals, cancels and reads runs.
+    their leases, recovers runs whose worker died, and wakes due timers. It only ever takes
+    runs of its own namespace whose workflow *and version* it has registered; other runs wait
+    for a worker that has them. A client-only engine (``drive=False``) only starts, signals,
+    cancels and reads runs.
     """
 
     def __init__(
@@ -128,8 +90,11 @@ class Engine:
     ) -> None:
         self.store = store
         self.transport = transport
-        self.namespace = namespace
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.namespace = check_key(namespace, "namespace")
+        self.worker_id = check_key(
+            worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            "worker_id",
+        )
         self._workflows = WorkflowRegistry(workflows)
         self._handlers: dict[str, StepHandler[Any, Any]] = {}
         for handler in steps:
@@ -146,11 +111,16 @@ class Engine:
             max_concurrent_runs=max_concurrent_runs,
             shutdown_grace=to_seconds(shutdown_grace),
         )
+        if self._cfg.lease <= 0 or self._cfg.poll_interval <= 0:
+            raise ValueError("lease and poll_interval must be positive durations")
+        self._runnable = self._workflows.versions()
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
-        self._poke = anyio.Event()
-        self._changed = anyio.Event()
-        self._idle = anyio.Event()
+        self._watch = RunWatch(
+            store, min(self._cfg.poll_interval, 0.25), held=self._cfg.active.__contains__
+        )
+        self._throttle = Throttle(log)
+        self._stranded: set[tuple[str, str]] = set()
         self._draining = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -160,8 +130,14 @@ class Engine:
             raise RuntimeError("this Engine is already running")
         if self._auto_schema:
             await self.store.ensure_schema()
+        else:
+            await self._check_schema()
         self._draining = False
+        self._poke = anyio.Event()
+        self._idle = anyio.Event()
         stack = AsyncExitStack()
+        if _on_asyncio():
+            stack.enter_context(tracking())  # turns learn which tasks their branches create
         self._tg = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
         if self.transport is not None and (self._drive or self._handlers):
@@ -181,12 +157,25 @@ class Engine:
             return
         self._draining = True
         with anyio.move_on_after(self._cfg.shutdown_grace, shield=True):
-            while self._cfg.active:
-                self._idle = anyio.Event()
-                await self._idle.wait()
+            while True:
+                idle = self._idle = anyio.Event()
+                if not self._cfg.active and not self._cfg.serving:
+                    break
+                await idle.wait()
         tg.cancel_scope.cancel()
         self._stack = self._tg = None
         await stack.aclose()
+
+    async def _check_schema(self) -> None:
+        """With ``auto_schema=False``, fail now if the durable tables are missing.
+
+        Raises:
+            SchemaMissingError: A table is missing (raised by the store).
+        """
+        await self.store.get_run("-")
+        await self.store.get_checkpoint("-", 0)
+        await self.store.list_pairable_tokens(1)
+        await self.store.list_runs(RunQuery(attributes={"-": "-"}, limit=1))
 
     async def serve(self) -> None:
         """Run this engine as a worker until cancelled, then shut down gracefully."""
@@ -205,6 +194,13 @@ class Engine:
         """Whether this engine executes runs."""
         return self._drive
 
+    def _running(self, what: str) -> anyio.abc.TaskGroup:
+        if self._tg is None:
+            raise EngineNotRunningError(
+                f"Engine.{what}() needs a running engine: use it inside `async with engine:`"
+            )
+        return self._tg
+
     # -- client API -----------------------------------------------------------------------------
 
     async def start(
@@ -219,17 +215,27 @@ class Engine:
     ) -> RunHandle:
         """Create a run ``pending`` and return at once; a worker executes it.
 
-        A repeated ``run_id`` returns the existing run and creates nothing.
+        A repeated ``run_id`` returns the existing run of that workflow and creates nothing.
 
         Raises:
             WorkflowNotRegistered: The workflow (or version) is unknown.
             InputValidationError: ``input`` does not fit the workflow's input type; nothing
                 is created.
+            RunConflictError: ``run_id`` belongs to a run of another workflow.
+            ValueError: ``run_id``, a tag or an attribute key is empty or too long.
+            EngineNotRunningError: Called outside ``async with engine``.
         """
+        self._running("start")
         name = workflow if isinstance(workflow, str) else workflow.name
         if version is None and not isinstance(workflow, str):
             version = workflow.version
         wf = self._workflows.get(name, version) if version else self._workflows.latest(name)
+        if run_id is not None:
+            check_key(run_id, "run_id")
+        for tag in tags:
+            check_key(tag, "tag")
+        for key in attributes or {}:
+            check_key(key, "attribute key")
         subject = f"workflow {name!r} input"
         payload = wf.input_codec.encode(wf.input_codec.validate(input, subject), subject)
         now = self._clock()
@@ -249,20 +255,33 @@ class Engine:
             existing = await self.store.get_run(run.id)
             if existing is None:  # deleted in between: the id is free again
                 return await self.start(wf, input, run_id=run.id, tags=tags, attributes=attributes)
-            return RunHandle(existing.id, existing.status, created=False)
+            if existing.workflow != wf.name:
+                raise RunConflictError(run.id, existing.workflow, wf.name)
+            return RunHandle(
+                existing.id, existing.status, False, existing.workflow, existing.workflow_version
+            )
+        self._watch.report(run.id, "pending")
         await self._nudge(run.id)
-        return RunHandle(run.id, "pending", created=True)
+        return RunHandle(run.id, "pending", True, wf.name, wf.version)
 
     async def signal(self, token: str, payload: object = None) -> None:
         """Deliver ``payload`` to the run waiting on ``token``, or buffer it (FIFO per token).
 
         Once this returns the signal is durable and will be delivered exactly once.
+
+        Raises:
+            ValueError: ``token`` is empty or too long.
+            SerializationError: ``payload`` cannot be stored as JSON.
+            EngineNotRunningError: Called outside ``async with engine``.
         """
+        self._running("signal")
+        check_key(token, "signal token")
         data = ANY_CODEC.encode(payload, f"signal {token!r} payload")
         now = self._clock()
         await self.store.buffer_signal(token, data, now)
         waiter = await self.store.pair_signal(token, now)
         if waiter is not None:
+            self._watch.report(waiter.run_id, "pending")
             await self._nudge(waiter.run_id)
 
     async def signal_with_start(
@@ -277,6 +296,7 @@ class Engine:
         version: str | None = None,
     ) -> RunHandle:
         """Start the run if it does not exist (idempotent on ``run_id``), then signal it."""
+        check_key(token, "signal token")
         handle = await self.start(workflow, input, run_id=run_id, tags=tags, version=version)
         await self.signal(token, payload)
         return handle
@@ -290,7 +310,7 @@ class Engine:
         record = await self.store.get_run(run_id)
         if record is None:
             raise RunNotFound(f"no run {run_id!r}")
-        return self._view(record)
+        return run_view(record, self._workflows)
 
     async def wait_for_run(
         self,
@@ -301,22 +321,38 @@ class Engine:
     ) -> Run:
         """Wait until the run is terminal, or (``until="settled"``) suspended.
 
+        A waiter costs nothing while its run does not change: this engine's own transitions
+        wake it, and runs driven elsewhere are read by one shared poll for every waiter.
+
         Raises:
             RunNotFound: No run has that id.
-            TimeoutError: ``timeout`` passed first.
+            TimeoutError: ``timeout`` passed first (names the run and its status).
+            ValueError: ``until`` is neither ``"settled"`` nor ``"terminal"``.
+            EngineNotRunningError: Called outside ``async with engine``.
         """
+        if until not in ("settled", "terminal"):
+            raise ValueError(f"wait_for_run(until={until!r}): use 'settled' or 'terminal'")
+        tg = self._running("wait_for_run")
         wanted: frozenset[str] = (
             TERMINAL_STATUSES if until == "terminal" else TERMINAL_STATUSES | {"suspended"}
         )
-        poll = min(self._cfg.poll_interval, 0.25)
-        with anyio.fail_after(None if timeout is None else to_seconds(timeout)):
-            while True:
-                changed = self._changed
-                run = await self.get_run(run_id)
-                if run.status in wanted:
-                    return run
-                with anyio.move_on_after(poll):
-                    await changed.wait()
+        run = await self.get_run(run_id)
+        status, record = run.status, None
+        with anyio.move_on_after(None if timeout is None else to_seconds(timeout)):
+            while status not in wanted:
+                status, record = await self._watch.next_change(run_id, status, tg)
+                if status in wanted:
+                    run = (
+                        run_view(record, self._workflows)
+                        if record is not None
+                        else await self.get_run(run_id)
+                    )
+                    status = run.status
+            return run
+        raise TimeoutError(
+            f"run {run_id!r} is still {status!r} after {to_seconds(timeout or 0)}s"
+            f" (waited until {until})"
+        )
 
     async def list_runs(
         self,
@@ -347,18 +383,21 @@ class Engine:
                 cursor=cursor,
             )
         )
-        return RunList([self._view(r) for r in page.runs], page.next_cursor)
+        return RunList([run_view(r, self._workflows) for r in page.runs], page.next_cursor)
 
     async def cancel(self, run_id: str) -> Run:
         """Cancel a run.
 
         A pending or suspended run is cancelled at once; a running one is marked cancelled
-        at once and its worker stops at its next checkpoint boundary (the in-flight step's
-        result is discarded). A finished run is left as it is.
+        at once and its worker stops at its next checkpoint boundary: no step starts after
+        the cancel is recorded (the in-flight step's result is discarded). A finished run is
+        left as it is.
 
         Raises:
             RunNotFound: No run has that id.
+            EngineNotRunningError: Called outside ``async with engine``.
         """
+        self._running("cancel")
         await self.store.update_run(
             run_id,
             if_status=("pending", "suspended", "running"),
@@ -366,83 +405,95 @@ class Engine:
             error={"type": "Cancelled", "message": "cancelled by request"},
             wake_at=None,
         )
-        self._notify()
-        return await self.get_run(run_id)
+        run = await self.get_run(run_id)
+        self._watch.report(run_id, run.status)
+        return run
 
     # -- transport receiver ---------------------------------------------------------------------
 
     async def handle_nudge(self, run_id: str) -> None:
-        """Try to take a run that just became pending."""
+        """Try to take a run that just became pending (never raises)."""
         if self._drive:
             await self._claim(run_id)
 
     async def handle_result(self, result: StepResult) -> None:
-        """Record a remote step's result and wake its run; drop duplicates and stale ones."""
+        """Record a remote step's result and wake its run (never raises).
+
+        A store fault is retried with backoff for up to one lease; after that the result is
+        dropped and the step dispatched again at its deadline. Duplicates and stale results
+        are dropped: the write is a compare-and-set on the attempt the checkpoint is waiting
+        for, so a result never overwrites a checkpoint the workflow already saw finish (a
+        timeout, an earlier result).
+        """
+        delay = 0.05
+        with anyio.move_on_after(self._cfg.lease):
+            while True:
+                try:
+                    woken = await self._record_result(result)
+                    break
+                except Exception as exc:  # noqa: BLE001 - a brief fault: try again
+                    self._throttle.log(
+                        "result",
+                        logging.WARNING,
+                        "worker %s: could not record the result of step %s of run %s (%s: %s);"
+                        " retrying",
+                        self.worker_id,
+                        result.step_id,
+                        result.run_id,
+                        type(exc).__qualname__,
+                        exc,
+                    )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            if woken:
+                self._watch.report(result.run_id, "pending")
+                await self._nudge(result.run_id)
+            return
+        log.warning(
+            "worker %s: gave up recording the result of step %s of run %s; the step is"
+            " dispatched again at its deadline",
+            self.worker_id,
+            result.step_id,
+            result.run_id,
+        )
+
+    async def _record_result(self, result: StepResult) -> bool:
         cp = await self.store.get_checkpoint(result.run_id, result.seq)
         if cp is None or cp.kind != "remote" or cp.step_id != result.step_id:
-            return
+            return False
         if cp.status != "pending":
-            return
-        current = f"{cp.step_id}:{cp.attempts}"
-        if not result.ok and result.task_id != current:
-            return  # a failure of an earlier attempt; the current one is still out
-        now = self._clock()
-        cp.finished_at = now
+            return False
+        if not result.ok and result.task_id != f"{cp.step_id}:{cp.attempts}":
+            return False  # a failure of an earlier attempt; the current one is still out
+        seen: tuple[CheckpointStatus, int] = ("pending", cp.attempts)
+        cp.finished_at = max(self._clock(), cp.started_at)
         cp.wake_at = None
         if result.ok:
             cp.status, cp.output = "completed", result.output
         else:
             cp.status, cp.error = "failed", result.error or {"type": "Error", "message": ""}
-        await self.store.save_checkpoint(cp)
-        if await self.store.wake_run(result.run_id):
-            await self._nudge(result.run_id)
+        try:
+            written = await self.store.save_checkpoint(cp, expect=seen)
+        except REFUSED as exc:  # the output cannot be stored: the step fails for good
+            cp.status, cp.output = "failed", None
+            cp.error = {**error_info(exc), "retryable": False}
+            written = await self.store.save_checkpoint(cp, expect=seen)
+        return written and await self.store.wake_run(result.run_id)
 
     async def handle_task(self, task: StepTask) -> StepResult:
-        """Run a remote step's handler and report its outcome (never raises)."""
-        started = self._clock().isoformat()
-        handler = self._handlers.get(task.step)
+        """Run a remote step's handler and report its outcome (never raises).
 
-        def result(
-            ok: bool, output: JSONValue = None, error: ErrorInfo | None = None
-        ) -> StepResult:
-            return StepResult(
-                task_id=task.task_id,
-                run_id=task.run_id,
-                step_id=task.step_id,
-                seq=task.seq,
-                ok=ok,
-                output=output,
-                error=error,
-                started_at=started,
-                finished_at=self._clock().isoformat(),
-                worker_id=self.worker_id,
-            )
-
-        if handler is None:
-            exc = StepNotRegistered(f"no handler for remote step {task.step!r} here")
-            return result(False, error={**error_info(exc), "retryable": False})
-        definition = handler.definition
+        A shutdown waits for running handlers up to ``shutdown_grace``; a sync handler still
+        running then is abandoned in its thread (its task is delivered again elsewhere).
+        """
+        self._cfg.serving += 1
         try:
-            value = definition.input_codec.decode(task.input, f"remote step {task.step!r} input")
-        except InputValidationError as exc:
-            return result(False, error={**error_info(exc), "retryable": False})
-        token = _current_step.set(StepInfo(task.run_id, task.step_id, task.seq, task.attempt))
-        try:
-            if handler.is_async:
-                out = await handler.fn(value)
-            else:
-                out = await anyio.to_thread.run_sync(functools.partial(handler.fn, value))
-            subject = f"remote step {task.step!r} output"
-            output = definition.output_codec.encode(
-                definition.output_codec.validate(out, subject), subject
+            return await serve_task(
+                self._handlers.get(task.step), task, self.worker_id, self._clock
             )
-            return result(True, output=output)
-        except (FatalError, InputValidationError) as exc:
-            return result(False, error={**error_info(exc), "retryable": False})
-        except Exception as exc:  # noqa: BLE001 - handler code may raise anything
-            return result(False, error={**error_info(exc), "retryable": True})
         finally:
-            _current_step.reset(token)
+            self._cfg.serving -= 1
+            self._idle.set()
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -450,98 +501,245 @@ class Engine:
         if self._drive and self._tg is not None and not self._draining:
             self._tg.start_soon(self._claim, run_id)
         elif self.transport is not None:
-            await self.transport.nudge(run_id)
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+            try:
+                await self.transport.nudge(run_id)
+            except Exception as exc:  # noqa: BLE001 - a nudge is best effort; the poll finds it
+                self._throttle.log(
+                    "nudge", logging.WARNING, "could not nudge run %s: %s", run_id, exc
+                )
 
     async def _poll_loop(self) -> None:
         while not self._draining:
             try:
                 await self._tick()
-            except Exception:  # a worker outlives a database outage
-                log.exception("worker %s: poll failed; retrying", self.worker_id)
+            except Exception as exc:  # noqa: BLE001 - a worker outlives a database outage
+                self._throttle.log(
+                    "poll",
+                    logging.ERROR,
+                    "worker %s: the store is failing (%s: %s); retrying every %ss",
+                    self.worker_id,
+                    type(exc).__qualname__,
+                    exc,
+                    self._cfg.poll_interval,
+                    exc_info=True,
+                )
             with anyio.move_on_after(self._cfg.poll_interval):
                 await self._poke.wait()
             self._poke = anyio.Event()
 
     async def _tick(self) -> None:
-        ns, now = self.namespace, self._clock()
+        ns, now, mine = self.namespace, self._clock(), self._runnable
+        await self._report_stranded()
         free = self._cfg.max_concurrent_runs - len(self._cfg.active)
         if free <= 0:
             return
-        for run in await self.store.list_pending_runs(free, ns):
+        for run in await self.store.list_pending_runs(free, ns, workflows=mine):
             await self._claim(run.id)
-        for run in await self.store.list_due_timers(now, ns, free):
+        for run in await self.store.list_due_timers(now, ns, free, workflows=mine):
             await self._claim(run.id)
-        for run in await self.store.list_incomplete_runs(now, ns):
+        orphans = await self.store.list_incomplete_runs(now, ns, free, workflows=mine)
+        if orphans:
+            log.info(
+                "worker %s: recovering %d run(s) whose worker's lease expired",
+                self.worker_id,
+                len(orphans),
+                extra={"worker": self.worker_id},
+            )
+        for run in orphans:
             await self._claim(run.id)
         for token in await self.store.list_pairable_tokens(free):
             waiter = await self.store.pair_signal(token, now)
             if waiter is not None:
                 await self._claim(waiter.run_id)
 
+    async def _report_stranded(self) -> None:
+        """Warn once per workflow version that waits here for a worker that has it."""
+        for run in await self.store.list_pending_runs(5, self.namespace):
+            pair = (run.workflow, run.workflow_version)
+            if pair in self._runnable or pair in self._stranded:
+                continue
+            self._stranded.add(pair)
+            have = sorted(v for w, v in self._runnable if w == run.workflow) or ["none"]
+            log.warning(
+                "worker %s: runs of workflow %r version %r (e.g. %s) wait for a worker that has"
+                " that version; this one has %s; they stay pending until one runs",
+                self.worker_id,
+                run.workflow,
+                run.workflow_version,
+                run.id,
+                ", ".join(have),
+                extra=run_fields(run, self.worker_id),
+            )
+
     async def _claim(self, run_id: str) -> None:
+        """Take the run if it is claimable and this worker can execute it (never raises)."""
         cfg = self._cfg
         if run_id in cfg.active or len(cfg.active) >= cfg.max_concurrent_runs or self._draining:
             return
         now = self._clock()
         cfg.active.add(run_id)
         try:
-            locked = await self.store.try_lock_run(
-                run_id, self.worker_id, now + timedelta(seconds=cfg.lease), now
+            locked = await self._lock(run_id, now)
+        except Exception as exc:  # noqa: BLE001 - the poll tries again
+            self._throttle.log(
+                "claim", logging.WARNING, "worker %s: claim failed: %s", self.worker_id, exc
             )
-        except BaseException:
-            cfg.active.discard(run_id)
-            raise
+            locked = False
         if not locked or self._tg is None:
-            cfg.active.discard(run_id)
+            self._free(run_id)
             return
         self._tg.start_soon(self._drive_run, run_id)
 
+    async def _lock(self, run_id: str, now: datetime) -> bool:
+        return await self.store.try_lock_run(
+            run_id,
+            self.worker_id,
+            now + timedelta(seconds=self._cfg.lease),
+            now,
+            namespace=self.namespace,
+            workflows=self._runnable,
+        )
+
+    def _free(self, run_id: str) -> None:
+        cfg = self._cfg
+        cfg.active.discard(run_id)
+        self._idle.set()
+        if len(cfg.active) == cfg.max_concurrent_runs - 1:
+            self._poke.set()  # a slot opened in a full worker: look for more work now
+
     async def _drive_run(self, run_id: str) -> None:
+        """Run turns of a locked run until it suspends, ends or is handed back.
+
+        A turn that ended on a store or transport fault is retried here with backoff while
+        this worker keeps the lease, telling the next turn to send again any remote task the
+        faulty turn may not have sent. If the lease cannot be kept, the run is left to be
+        recovered when it lapses.
+        """
+        resend, backoff = False, 0.05
         try:
             while True:
                 try:
-                    status = await self._turn(run_id)
-                except Exception:  # its lease expires and the run is recovered
+                    status = await self._turn(run_id, resend=resend)
+                except Exception:
                     log.exception("worker %s: run %s failed to execute", self.worker_id, run_id)
                     return
-                self._notify()
+                if status == "retry":
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, self._cfg.poll_interval)
+                    if self._draining or not await self._keep(run_id):
+                        await self._release(run_id, Outcome("release"))
+                        return
+                    resend = True
+                    continue
                 if status != "pending" or self._draining:
                     return
-                now = self._clock()
-                until = now + timedelta(seconds=self._cfg.lease)
-                if not await self.store.try_lock_run(run_id, self.worker_id, until, now):
+                try:
+                    if not await self._lock(run_id, self._clock()):
+                        return
+                except Exception:  # noqa: BLE001 - the poll takes it up again
                     return
+                resend, backoff = False, 0.05
         finally:
-            cfg = self._cfg
-            cfg.active.discard(run_id)
-            self._idle.set()
-            if len(cfg.active) == cfg.max_concurrent_runs - 1:
-                self._poke.set()  # a slot opened in a full worker: look for more work now
+            self._free(run_id)
 
-    async def _turn(self, run_id: str) -> RunStatus | None:
-        """Execute one turn of a run this worker has just locked; returns its new status."""
+    async def _keep(self, run_id: str) -> bool:
+        """Extend this worker's lease on the run; False if it is lost or cannot be reached."""
+        until = self._clock() + timedelta(seconds=self._cfg.lease)
+        try:
+            return await self.store.renew_run_lock(run_id, self.worker_id, until)
+        except Exception:  # noqa: BLE001 - the lease lapses and the run is recovered
+            return False
+
+    async def _turn(self, run_id: str, *, resend: bool) -> RunStatus | Literal["retry"] | None:
+        """Execute one turn of a run this worker has just locked; returns its new status.
+
+        ``"retry"``: the turn ended on a store or transport fault; the lease is still held
+        and nothing was released (the caller retries). None: the release failed or this
+        worker no longer held the run.
+        """
         outcome: Outcome | None = None
-        status: RunStatus | None = None
+        run: RunRecord | None = None
         try:
             run = await self.store.get_run(run_id)
             if run is None:
                 return None
-            outcome = await self._execute(run)
+            outcome = await self._execute(run, resend=resend)
+        except Exception as exc:  # noqa: BLE001 - a store fault before the body ran
+            outcome = Outcome("retry", error=error_info(exc))
         finally:
-            # Shielded so a cancelled turn still releases its lease; bounded so a dead
-            # database cannot hold shutdown forever (the lease then simply expires).
-            with anyio.move_on_after(self._cfg.lease, shield=True):
-                ended = outcome or Outcome("pending")
-                status = await self.store.release_run_lock(
-                    run_id, self.worker_id, checkpoints=ended.checkpoints, **_release_patch(ended)
-                )
-        if status == "suspended" and outcome is not None and outcome.wake_at is not None:
+            if outcome is None or outcome.status != "retry" or self._draining:
+                status = await self._release(run_id, outcome or Outcome("release"), run)
+        if outcome.status == "retry" and not self._draining:
+            return "retry"
+        if run is not None:
+            self._log_outcome(run, outcome, status)
+        if status == "suspended" and outcome.wake_at is not None:
             self._wake_soon(run_id, outcome.wake_at)
         return status
+
+    async def _release(
+        self, run_id: str, outcome: Outcome, run: RunRecord | None = None
+    ) -> RunStatus | None:
+        """End this worker's turn on the run with ``outcome`` (never raises).
+
+        Waiters of the run learn its new status; when the run ended and ``run`` is the row
+        this turn started from, they get the row as the release left it, without a read.
+        """
+        status: RunStatus | None = None
+        patch = _release_patch(outcome)
+        # Shielded so a cancelled turn still releases its lease; bounded so a dead database
+        # cannot hold shutdown forever (the lease then simply expires).
+        with anyio.move_on_after(self._cfg.lease, shield=True):
+            try:
+                try:
+                    status = await self.store.release_run_lock(
+                        run_id, self.worker_id, checkpoints=outcome.checkpoints, **patch
+                    )
+                except REFUSED as exc:  # the output cannot be stored: the run fails for good
+                    patch = _release_patch(Outcome("failed", error=error_info(exc)))
+                    status = await self.store.release_run_lock(run_id, self.worker_id, **patch)
+            except Exception as exc:  # noqa: BLE001 - the lease lapses; the run is recovered
+                self._throttle.log(
+                    "release",
+                    logging.WARNING,
+                    "worker %s: could not release run %s (%s); it is recovered when its"
+                    " lease lapses",
+                    self.worker_id,
+                    run_id,
+                    exc,
+                )
+        if status is not None:
+            ended = None
+            if run is not None and status in TERMINAL_STATUSES and status == patch.get("status"):
+                ended = replace(
+                    run,
+                    status=status,
+                    output=patch.get("output", run.output),
+                    error=patch.get("error", run.error),
+                    wake_at=patch.get("wake_at", run.wake_at),
+                    recovery_attempts=patch.get("recovery_attempts", run.recovery_attempts),
+                    locked_by=None,
+                    locked_until=None,
+                    updated_at=self._clock(),
+                )
+            self._watch.report(run_id, status, ended)
+        return status
+
+    def _log_outcome(self, run: RunRecord, outcome: Outcome, status: RunStatus | None) -> None:
+        if status not in ("failed", "dead"):
+            return
+        error = outcome.error or {}
+        log.log(
+            logging.ERROR if status == "dead" else logging.WARNING,
+            "run %s (%s v%s) %s: %s: %s",
+            run.id,
+            run.workflow,
+            run.workflow_version,
+            status,
+            error.get("type", "Error"),
+            error.get("message", ""),
+            extra=run_fields(run, self.worker_id),
+        )
 
     def _wake_soon(self, run_id: str, wake_at: datetime) -> None:
         """Claim a run at its wake time when that comes before the next poll."""
@@ -554,9 +752,10 @@ class Engine:
 
             self._tg.start_soon(wake)
 
-    async def _execute(self, run: RunRecord) -> Outcome:
-        if run.status != "running":
+    async def _execute(self, run: RunRecord, *, resend: bool) -> Outcome:
+        if run.status != "running" or run.locked_by != self.worker_id:
             return Outcome("lost")
+        fields = run_fields(run, self.worker_id)
         if run.recovery_attempts > self._cfg.max_recovery_attempts:
             return Outcome(
                 "dead",
@@ -567,10 +766,18 @@ class Engine:
                     f"{self._cfg.max_recovery_attempts})",
                 },
             )
+        if run.recovery_attempts:
+            log.info(
+                "run %s: recovering after its worker's lease expired (recovery %d)",
+                run.id,
+                run.recovery_attempts,
+                extra=fields,
+            )
         try:
             wf = self._workflows.get(run.workflow, run.workflow_version)
-        except WorkflowNotRegistered as exc:
-            return Outcome("failed", error={**error_info(exc), "retryable": False})
+        except WorkflowNotRegistered as exc:  # a store that ignored the claim's filter
+            log.warning("run %s: %s; left for another worker", run.id, exc, extra=fields)
+            return Outcome("release")
         history = await self.store.list_checkpoints(run.id)
         turn = Turn(
             run=run,
@@ -581,36 +788,20 @@ class Engine:
             clock=self._clock,
             lease=self._cfg.lease,
             draining=lambda: self._draining,
+            resend=resend or run.recovery_attempts > 0,
         )
         try:
             return await turn.execute(wf)
         except InputValidationError as exc:
             return Outcome("failed", error=error_info(exc))
 
-    def _view(self, record: RunRecord) -> Run:
-        output: object = record.output
-        if record.status == "completed":
-            try:
-                wf = self._workflows.get(record.workflow, record.workflow_version)
-                output = wf.output_codec.decode(record.output, f"workflow {wf.name!r} output")
-            except (WorkflowNotRegistered, InputValidationError):
-                output = record.output
-        return Run(
-            id=record.id,
-            workflow=record.workflow,
-            version=record.workflow_version,
-            status=record.status,
-            input=record.input,
-            output=output,
-            error=record.error,
-            namespace=record.namespace,
-            tags=record.tags,
-            attributes=record.attributes,
-            wake_at=record.wake_at,
-            recovery_attempts=record.recovery_attempts,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-        )
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _release_patch(outcome: Outcome) -> RunPatch:
@@ -626,6 +817,6 @@ def _release_patch(outcome: Outcome) -> RunPatch:
         return {"status": outcome.status, "error": outcome.error, "wake_at": None}
     if outcome.status == "suspended":
         return {"status": "suspended", "wake_at": outcome.wake_at, "recovery_attempts": 0}
-    if outcome.status == "pending":
+    if outcome.status in ("pending", "retry", "release"):
         return {"status": "pending"}
     return {}

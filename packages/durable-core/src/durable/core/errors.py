@@ -6,9 +6,12 @@
      +-- WorkflowNotRegistered        no workflow (or version) of that name is registered
      +-- StepNotRegistered            no handler serves a remote step of that name
      +-- RunNotFound                  no run has that id
+     +-- RunConflictError             a run id is taken by a run of another workflow
+     +-- EngineNotRunningError        the engine was used outside ``async with``
      +-- InputValidationError         a workflow/step/signal payload failed validation
      |    +-- SignalPayloadError      a signal payload does not match the waiter's type
      +-- SerializationError           a value could not be encoded as JSON
+     +-- ResultTypeError              a step or workflow returned a value of the wrong type
      +-- NonDeterminismError          replay met a different call than the one recorded
      +-- SignalTimeoutError           wait_for_signal reached its timeout
      +-- StepFailedError              a step failed for good (retries exhausted or fatal)
@@ -45,6 +48,29 @@ class RunNotFound(DurableError):
     """No run has that id."""
 
 
+class RunConflictError(DurableError):
+    """``start`` was given a run id that a run of another workflow already has.
+
+    Attributes:
+        run_id: The contested id.
+        workflow: The workflow of the existing run.
+        requested: The workflow the caller asked for.
+    """
+
+    def __init__(self, run_id: str, workflow: str, requested: str) -> None:
+        super().__init__(
+            f"run id {run_id!r} is taken by a run of workflow {workflow!r};"
+            f" cannot start workflow {requested!r} under it"
+        )
+        self.run_id = run_id
+        self.workflow = workflow
+        self.requested = requested
+
+
+class EngineNotRunningError(DurableError):
+    """The engine was asked to start or signal a run outside ``async with engine``."""
+
+
 class InputValidationError(DurableError):
     """A payload failed validation; names what was validated and wraps pydantic's error.
 
@@ -73,6 +99,21 @@ class SignalPayloadError(InputValidationError):
 
 class SerializationError(DurableError):
     """A value could not be encoded as JSON (names the step or workflow and the type)."""
+
+
+class ResultTypeError(DurableError):
+    """A step or workflow returned a value that does not match its declared return type.
+
+    Checked on the first execution, before the value is recorded, so a replay can never meet a
+    value the first execution would not have returned.
+
+    Attributes:
+        subject: What returned the value, e.g. ``step 'charge' result``.
+    """
+
+    def __init__(self, subject: str, detail: str) -> None:
+        super().__init__(f"{subject}: {detail}")
+        self.subject = subject
 
 
 class NonDeterminismError(DurableError):

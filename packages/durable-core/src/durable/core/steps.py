@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import inspect
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
@@ -34,9 +35,21 @@ class Backoff:
     maximum: float = 60.0
     jitter: float = 0.5
 
+    def __post_init__(self) -> None:
+        for field, value in (("initial", self.initial), ("maximum", self.maximum)):
+            if not 0 <= value < math.inf:
+                raise ValueError(f"Backoff.{field} must be a finite duration >= 0, got {value!r}")
+        if not 1 <= self.factor < math.inf:
+            raise ValueError(f"Backoff.factor must be >= 1, got {self.factor!r}")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError(f"Backoff.jitter must be within [0, 1], got {self.jitter!r}")
+
     def delay(self, attempt: int, key: str) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        base = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
+        try:
+            base = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
+        except OverflowError:
+            base = self.maximum
         digest = hashlib.blake2b(f"{key}:{attempt}".encode(), digest_size=8).digest()
         fraction = int.from_bytes(digest, "big") / 2**64
         return base * (1 - self.jitter * fraction)
@@ -63,8 +76,26 @@ class StepOptions:
     timeout: float | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int):
+            raise TypeError(f"retries must be an int, got {self.retries!r}")
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if self.timeout is not None and not 0 < self.timeout < math.inf:
+            raise ValueError(f"timeout must be a positive, finite duration, got {self.timeout!r}")
+
+
+def check_timeout(fn: Callable[..., object], options: StepOptions, name: str) -> None:
+    """Refuse a timeout on a sync step: a thread cannot be stopped once it runs.
+
+    Raises:
+        TypeError: ``options`` has a timeout and ``fn`` is not an async function.
+    """
+    if options.timeout is not None and not inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"step {name!r}: a timeout needs an async function; this one is sync, and its"
+            " thread could not be stopped when the time is up (make it async, or drop the"
+            " timeout)"
+        )
 
 
 DEFAULT_OPTIONS = StepOptions()
@@ -80,10 +111,14 @@ def make_options(
     base = base or DEFAULT_OPTIONS
     if retries is None and backoff is None and timeout is None:
         return base
+    try:
+        seconds = base.timeout if timeout is None else to_seconds(timeout)
+    except ValueError as exc:
+        raise ValueError(f"timeout must be a positive, finite duration: {exc}") from exc
     return StepOptions(
         retries=base.retries if retries is None else retries,
         backoff=base.backoff if backoff is None else as_backoff(backoff),
-        timeout=base.timeout if timeout is None else to_seconds(timeout),
+        timeout=seconds,
     )
 
 
@@ -144,6 +179,7 @@ def step(
     options = make_options(retries, backoff, timeout)
 
     def decorate(f: Callable[..., Any]) -> StepDef[Any, Any]:
+        check_timeout(f, options, name or f.__qualname__)
         return StepDef(f, name or f.__qualname__, options)
 
     return decorate(fn) if fn is not None else _StepDecorator(decorate)

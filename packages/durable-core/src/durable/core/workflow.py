@@ -6,6 +6,7 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
+from durable.core._limits import check_key
 from durable.core.codec import Codec, codec_for, parameter_annotations, return_codec
 from durable.core.errors import WorkflowNotRegistered
 
@@ -78,6 +79,8 @@ def workflow(
     def decorate(f: Callable[..., Awaitable[Any]]) -> WorkflowDef[Any, Any]:
         if not inspect.iscoroutinefunction(f):
             raise TypeError(f"@workflow needs an async def, got {f!r}")
+        check_key(name or f.__name__, "workflow name")
+        check_key(str(version), "workflow version")
         params = parameter_annotations(f)
         if not 1 <= len(params) <= 2:
             raise TypeError(f"a workflow takes (ctx) or (ctx, input); {f.__qualname__} does not")
@@ -103,6 +106,10 @@ class WorkflowRegistry:
             if wf.version in versions and versions[wf.version] is not wf:
                 raise ValueError(f"workflow {wf.name!r} version {wf.version!r} registered twice")
             versions[wf.version] = wf
+
+    def versions(self) -> frozenset[tuple[str, str]]:
+        """Every registered ``(name, version)`` pair."""
+        return frozenset((name, v) for name, versions in self._by_name.items() for v in versions)
 
     def latest(self, name: str) -> WorkflowDef[Any, Any]:
         """The newest version of a workflow (numeric versions compare as numbers).
