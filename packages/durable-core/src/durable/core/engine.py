@@ -29,6 +29,7 @@ from durable.core.errors import (
     InputValidationError,
     RunConflictError,
     RunNotFound,
+    StoreUnavailableError,
     WorkflowNotRegistered,
 )
 from durable.core.records import RunPatch, RunQuery, RunRecord
@@ -322,7 +323,8 @@ class Engine:
         """Wait until the run is terminal, or (``until="settled"``) suspended.
 
         A waiter costs nothing while its run does not change: this engine's own transitions
-        wake it, and runs driven elsewhere are read by one shared poll for every waiter.
+        wake it, and runs driven elsewhere are read by one shared poll for every waiter. A
+        store outage is waited out (within ``timeout``).
 
         Raises:
             RunNotFound: No run has that id.
@@ -336,23 +338,38 @@ class Engine:
         wanted: frozenset[str] = (
             TERMINAL_STATUSES if until == "terminal" else TERMINAL_STATUSES | {"suspended"}
         )
-        run = await self.get_run(run_id)
-        status, record = run.status, None
+        seen = "unread"  # for the timeout's message
         with anyio.move_on_after(None if timeout is None else to_seconds(timeout)):
+            run = await self._read(run_id)
+            status: RunStatus = run.status
             while status not in wanted:
+                seen = status
                 status, record = await self._watch.next_change(run_id, status, tg)
                 if status in wanted:
                     run = (
                         run_view(record, self._workflows)
                         if record is not None
-                        else await self.get_run(run_id)
+                        else await self._read(run_id)
                     )
                     status = run.status
             return run
         raise TimeoutError(
-            f"run {run_id!r} is still {status!r} after {to_seconds(timeout or 0)}s"
+            f"run {run_id!r} is still {seen!r} after {to_seconds(timeout or 0)}s"
             f" (waited until {until})"
         )
+
+    async def _read(self, run_id: str) -> Run:
+        """``get_run``, riding out a store outage (the waiter's timeout bounds it)."""
+        delay = 0.05
+        while True:
+            try:
+                return await self.get_run(run_id)
+            except StoreUnavailableError as exc:
+                self._throttle.log(
+                    "read", logging.WARNING, "reading run %s: %s; retrying", run_id, exc
+                )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def list_runs(
         self,

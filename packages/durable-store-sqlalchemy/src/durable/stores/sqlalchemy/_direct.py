@@ -221,7 +221,9 @@ class _Asyncpg(_Direct):
         return rows
 
     def _disconnected(self, exc: Exception) -> bool:
-        return _postgres_lost(exc, client_errors={"InterfaceError"})
+        # InternalClientError: the protocol is stuck mid-operation ("another operation is in
+        # progress"), which a session ended under a running statement can leave behind.
+        return _postgres_lost(exc, client_errors={"InterfaceError", "InternalClientError"})
 
     def _closed(self, driver: Any) -> bool:
         closed: bool = driver.is_closed()  # the server ended it (restart, idle timeout)
