@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from durable.conformance import EngineSuite, StateStoreSuite, SuiteOptions
+from durable.conformance import EngineSuite, StateStoreAdminSuite, StateStoreSuite, SuiteOptions
 from durable.core import InMemoryStateStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 
-class TestInMemoryStateStore(StateStoreSuite, EngineSuite):
+class TestInMemoryStateStore(StateStoreSuite, StateStoreAdminSuite, EngineSuite):
     options = SuiteOptions()
 
     @pytest.fixture

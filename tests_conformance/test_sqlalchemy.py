@@ -13,7 +13,7 @@ import anyio.from_thread
 import pytest
 from sqlalchemy import delete, make_url
 
-from durable.conformance import EngineSuite, StateStoreSuite, SuiteOptions
+from durable.conformance import EngineSuite, StateStoreAdminSuite, StateStoreSuite, SuiteOptions
 from durable.stores.sqlalchemy import SqlAlchemyStateStore, metadata
 from durable.stores.sqlalchemy.testing import Database, provision
 
@@ -51,7 +51,7 @@ async def _create_schema(url: str) -> None:
         await store.ensure_schema()
 
 
-class TestSqlAlchemyStateStore(StateStoreSuite, EngineSuite):
+class TestSqlAlchemyStateStore(StateStoreSuite, StateStoreAdminSuite, EngineSuite):
     options = SuiteOptions()
 
     @pytest.fixture

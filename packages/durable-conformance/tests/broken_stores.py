@@ -2,7 +2,8 @@
 
 Each subclasses ``InMemoryStateStore`` and overrides one method, usually by moving an await
 between a check and the write that depends on it (the classic lost race), or by dropping one
-rule. They reach into the in-memory store's private dictionaries on purpose.
+rule. They reach into the in-memory store's private dictionaries on purpose. ``NoAdminStore``
+breaks only the optional ``StateStoreAdmin`` operations, which ``StateStoreSuite`` never calls.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from durable.core import (
     decode_cursor,
     encode_cursor,
 )
+from durable.core._machine import claimable
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
@@ -39,15 +41,6 @@ if TYPE_CHECKING:
     )
 
 
-def _claimable(run: RunRecord, now: datetime) -> bool:
-    lease_free = run.locked_until is None or run.locked_until <= now
-    if run.status in ("pending", "running"):
-        return lease_free
-    return (
-        run.status == "suspended" and lease_free and run.wake_at is not None and run.wake_at <= now
-    )
-
-
 class RacyLockStore(InMemoryStateStore):
     """``try_lock_run`` checks, awaits, then claims: several callers win (filters ignored)."""
 
@@ -63,7 +56,7 @@ class RacyLockStore(InMemoryStateStore):
     ) -> bool:
         await anyio.lowlevel.checkpoint()
         run = self._runs.get(run_id)
-        if run is None or not _claimable(run, now):
+        if run is None or not claimable(run, now):
             return False
         await anyio.lowlevel.checkpoint()
         if run.status == "running":
@@ -497,3 +490,22 @@ class NoTieBreakCursorStore(InMemoryStateStore):
         page = rest[: query.limit]
         more = len(rest) > query.limit
         return RunPage(runs=page, next_cursor=encode_cursor(page[-1]) if more else None)
+
+
+class NoAdminStore(InMemoryStateStore):
+    """Not broken: the ``StateStoreAdmin`` operations fail, as if the store had none of them."""
+
+    def _no_admin(self, name: str) -> AssertionError:
+        return AssertionError(f"StateStoreSuite called {name}, which is not on StateStore")
+
+    async def delete_run(self, run_id: str) -> None:
+        raise self._no_admin("delete_run")
+
+    async def take_signal_waiter(self, token: str) -> SignalWaiter | None:
+        raise self._no_admin("take_signal_waiter")
+
+    async def list_signal_waiters(self, prefix: str = "") -> list[SignalWaiter]:
+        raise self._no_admin("list_signal_waiters")
+
+    async def take_buffered_signal(self, token: str) -> BufferedSignal | None:
+        raise self._no_admin("take_buffered_signal")

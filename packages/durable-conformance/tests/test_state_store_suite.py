@@ -14,15 +14,21 @@ import pytest
 from suite_runs import TRIO, Outcomes, run
 
 import durable.conformance
-from durable.conformance import StateStoreSuite, SuiteOptions, needs
+from durable.conformance import StateStoreAdminSuite, StateStoreSuite, SuiteOptions, needs
 from durable.conformance._options import NEEDS_ATTRIBUTE
 
 PREFIX_TEST = "test_list_signal_waiters_prefix_is_literal"
+
+
+class _BothSuites(StateStoreSuite, StateStoreAdminSuite):
+    """What a store offering both protocols runs (not collected: no ``Test`` prefix)."""
+
+
 RACE_TESTS = {
     name
-    for name in dir(StateStoreSuite)
+    for name in dir(_BothSuites)
     if name.startswith("test_")
-    and "race_repeats" in getattr(getattr(StateStoreSuite, name), NEEDS_ATTRIBUTE, ())
+    and "race_repeats" in getattr(getattr(_BothSuites, name), NEEDS_ATTRIBUTE, ())
 }
 
 # Each broken store, and the suite tests that must fail against it.
@@ -117,14 +123,14 @@ from __future__ import annotations
 import pytest
 
 import broken_stores
-from durable.conformance import StateStoreSuite, SuiteOptions
+from durable.conformance import StateStoreAdminSuite, StateStoreSuite, SuiteOptions
 from durable.core import InMemoryStateStore
 
 
 """
 
 SUITE = """\
-class Test{name}(StateStoreSuite):
+class Test{name}({suites}):
     options = SuiteOptions({options})
     expected_failures = {gaps!r}
 
@@ -139,7 +145,7 @@ class Test{name}(StateStoreSuite):
 """
 
 NO_STORE_WANTED = """\
-class TestSkipsBeforeOpeningStore(StateStoreSuite):
+class TestSkipsBeforeOpeningStore(StateStoreSuite, StateStoreAdminSuite):
     options = SuiteOptions(race_repeats=0)
 
     @pytest.fixture
@@ -167,8 +173,16 @@ def _suite(
     options: str = "",
     gaps: dict[str, str] | None = None,
     extra: str = "",
+    suites: str = "StateStoreSuite, StateStoreAdminSuite",
 ) -> str:
-    return SUITE.format(name=name, factory=factory, options=options, gaps=gaps or {}, extra=extra)
+    return SUITE.format(
+        name=name,
+        suites=suites,
+        factory=factory,
+        options=options,
+        gaps=gaps or {},
+        extra=extra,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +198,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Outcomes:
                 options="race_repeats=3",
                 extra=TRIO,
             ),
+            _suite("EngineFacingOnly", "broken_stores.NoAdminStore", suites="StateStoreSuite"),
             _suite(
                 "DeclaredGap",
                 "broken_stores.LikePrefixStore",
@@ -212,6 +227,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Outcomes:
     selected += [
         str(root / "test_reference.py") + "::TestMemory",
         str(root / "test_reference.py") + "::TestMemoryOnTrio",
+        str(root / "test_reference.py") + "::TestEngineFacingOnly",
         *(
             f"{root / 'test_reference.py'}::TestDeclaredGap::{test}"
             for test in (PREFIX_TEST, "test_take_signal_waiter_returns_and_deletes_waiter")
@@ -227,8 +243,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Outcomes:
     return run(root, files, selected)
 
 
-def _suite_tests() -> set[str]:
-    return {name for name in dir(StateStoreSuite) if name.startswith("test_")}
+def _suite_tests(suite: type[object] = _BothSuites) -> set[str]:
+    return {name for name in dir(suite) if name.startswith("test_")}
 
 
 def test_suite_passes_against_the_in_memory_store(outcomes: Outcomes) -> None:
@@ -239,6 +255,18 @@ def test_suite_passes_against_the_in_memory_store(outcomes: Outcomes) -> None:
 def test_suite_passes_on_trio(outcomes: Outcomes) -> None:
     got = outcomes.of("TestMemoryOnTrio")
     assert got == dict.fromkeys(_suite_tests(), "passed")
+
+
+def test_state_store_suite_calls_no_admin_operation(outcomes: Outcomes) -> None:
+    got = outcomes.of("TestEngineFacingOnly")
+    assert got == dict.fromkeys(_suite_tests(StateStoreSuite), "passed")
+
+
+def test_admin_suite_is_separate_from_the_state_store_suite() -> None:
+    admin = _suite_tests(StateStoreAdminSuite)
+    assert PREFIX_TEST in admin
+    assert "test_delete_run_of_unknown_id_is_a_noop" in admin
+    assert not admin & _suite_tests(StateStoreSuite)
 
 
 @pytest.mark.parametrize("store", sorted(BROKEN))
@@ -336,4 +364,5 @@ def test_needs_rejects_an_unknown_option_at_decoration_time() -> None:
 
 def test_public_names_are_exported_sorted() -> None:
     assert durable.conformance.__all__ == sorted(durable.conformance.__all__)
-    assert {"StateStoreSuite", "SuiteOptions", "needs"} <= set(durable.conformance.__all__)
+    public = {"StateStoreAdminSuite", "StateStoreSuite", "SuiteOptions", "needs"}
+    assert public <= set(durable.conformance.__all__)

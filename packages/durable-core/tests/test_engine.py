@@ -26,6 +26,7 @@ from durable.core import (
     RunNotFound,
     RunRecord,
     StateStore,
+    StateStoreAdmin,
     StoreUnavailableError,
     WorkflowCtx,
     WorkflowNotRegistered,
@@ -45,6 +46,10 @@ pytestmark = pytest.mark.anyio
 
 
 def _is_store(store: InMemoryStateStore) -> StateStore:
+    return store
+
+
+def _is_admin(store: InMemoryStateStore) -> StateStoreAdmin:
     return store
 
 

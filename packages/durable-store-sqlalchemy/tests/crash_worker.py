@@ -1,7 +1,9 @@
 """A worker process for the kill -9 tests: ``python crash_worker.py <database url>``.
 
-It drives three workflows whose steps count their executions in ``crash_side_effects``, a
-table of the test's own, so the test can tell how often each step really ran.
+It drives four workflows whose steps count their executions in ``crash_side_effects``, a
+table of the test's own, so the test can tell how often each step really ran. The steps of
+``crash-txn`` write that row in their transaction (``ctx.transaction``), so a row there
+means the step's checkpoint committed.
 """
 
 from __future__ import annotations
@@ -26,20 +28,18 @@ from durable.stores.sqlalchemy import SqlAlchemyStateStore
 from durable.transports.inprocess import InProcessTransport
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 URL = sys.argv[1] if len(sys.argv) > 1 else ""
 _effects: AsyncEngine | None = None
+_INSERT = text("INSERT INTO crash_side_effects (run_id, step) VALUES (:run_id, :step)")
 
 
 async def record(run_id: str, name: str) -> None:
     """Count one execution of a step, committed before the step returns."""
     assert _effects is not None
     async with _effects.begin() as conn:
-        await conn.execute(
-            text("INSERT INTO crash_side_effects (run_id, step) VALUES (:run_id, :step)"),
-            {"run_id": run_id, "step": name},
-        )
+        await conn.execute(_INSERT, {"run_id": run_id, "step": name})
 
 
 @step
@@ -81,7 +81,26 @@ async def crash_remote(ctx: WorkflowCtx) -> int:
     return first + remote + await ctx.step(work, ctx.run_id, 1)
 
 
-WORKFLOWS: list[WorkflowDef[Any, Any]] = [crash_steps, crash_sleep, crash_remote]
+async def insert_in(conn: AsyncConnection, run_id: str, i: int) -> int:
+    """Write the step's row in its transaction, say so, and hold the transaction open a moment.
+
+    The test reads the ``open`` line to kill the process while the transaction is open.
+    """
+    await conn.execute(_INSERT, {"run_id": run_id, "step": f"txn-{i}"})
+    print(f"open txn-{i}", flush=True)  # noqa: T201 - the test kills the worker on this line
+    await anyio.sleep(0.02)
+    return i
+
+
+@workflow(name="crash-txn")
+async def crash_txn(ctx: WorkflowCtx, n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await ctx.transaction("insert", insert_in, ctx.run_id, i)
+    return total
+
+
+WORKFLOWS: list[WorkflowDef[Any, Any]] = [crash_steps, crash_sleep, crash_remote, crash_txn]
 STEPS = [slow]
 
 

@@ -1,12 +1,14 @@
 """Crash recovery for real: a worker process is killed with SIGKILL mid-run.
 
 A second worker process then finishes the run, and every step whose checkpoint was committed
-before the kill has run exactly once (counted in a side-effect table of the test's own).
+before the kill has run exactly once (counted in a side-effect table of the test's own). The
+rows of transactional steps exist exactly once whatever the instant of the kill.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -183,3 +185,51 @@ async def test_kill9_while_a_remote_step_is_pending_redelivers_it(db: str, tmp_p
     assert counts["work-0"] == 1
     assert counts["work-1"] == 1
     assert counts["remote"] == 2  # killed mid-handler, then delivered again after its timeout
+
+
+async def open_transaction(proc: subprocess.Popen[bytes]) -> None:
+    """Wait until the worker says a transactional step's transaction is open (rows written)."""
+    assert proc.stdout is not None
+    with anyio.fail_after(30):
+        while True:
+            line = await anyio.to_thread.run_sync(proc.stdout.readline, abandon_on_cancel=True)
+            assert line, "the worker exited"
+            if line.startswith(b"open txn-"):
+                return
+
+
+@pytest.mark.parametrize("db", DATABASES)
+async def test_kill9_at_any_instant_leaves_each_transactional_steps_rows_exactly_once(
+    db: str, tmp_path: Path
+) -> None:
+    steps, kills = 80, 10  # half the kills land while a transaction is open, half anywhere
+    async with database(db, tmp_path) as (url, store):
+        run_id = await start(store, "crash-txn", steps)
+        for kill in range(kills):
+            async with worker(url) as proc:
+                if kill % 2 == 0:
+                    await open_transaction(proc)
+                else:
+                    before = len(await store.list_checkpoints(run_id))
+
+                    async def progressed(before: int = before) -> bool:
+                        return len(await store.list_checkpoints(run_id)) >= before + 2
+
+                    await wait_for(progressed, f"two more steps before kill {kill + 1}")
+                    # Not a wait for anything: it moves the kill to a random instant of a
+                    # step (inside its transaction, at its commit, or between two steps).
+                    await anyio.sleep(random.uniform(0, 0.05))
+                kill9(proc)
+            committed = {
+                f"txn-{cp.seq}"
+                for cp in await store.list_checkpoints(run_id)
+                if cp.status == "completed"
+            }
+            counts = await side_effects(url, run_id)
+            assert len(committed) < steps, f"the run finished before kill {kill + 1}"
+            assert counts == Counter(committed), f"after kill {kill + 1}: {counts}"
+        async with worker(url):
+            run = await finish(store, run_id)
+        counts = await side_effects(url, run_id)
+    assert (run.status, run.output) == ("completed", sum(range(steps)))
+    assert counts == Counter(f"txn-{i}" for i in range(steps))

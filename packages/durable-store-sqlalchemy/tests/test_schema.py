@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from durable.core import RunRecord, SchemaMissingError
+from durable.core import Engine, RunRecord, SchemaMissingError
 from durable.stores.sqlalchemy import SqlAlchemyStateStore, ensure_schema, metadata
 
 if TYPE_CHECKING:
@@ -132,3 +132,20 @@ async def test_missing_tables_raise_schema_missing_error_naming_the_fixes(url: s
             assert fix in message
         with pytest.raises(SchemaMissingError):
             await store.try_lock_run("r1", "me", datetime.now(UTC), datetime.now(UTC))
+
+
+async def test_an_engine_without_auto_schema_fails_to_start_on_missing_tables(url: str) -> None:
+    async with SqlAlchemyStateStore.from_url(url) as store:
+        with pytest.raises(SchemaMissingError, match="auto_schema=True"):
+            async with Engine(store, auto_schema=False):
+                pytest.fail("the engine started without its tables")
+        assert set(await _tables(url)) & CONTRACT == set()
+
+
+async def _tables(url: str) -> list[str]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+    finally:
+        await engine.dispose()

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from durable.core import CheckpointRecord, RunRecord, SignalWaiter, StateStore
+from durable.core import CheckpointRecord, RunRecord, SignalWaiter, StateStore, StateStoreAdmin
 from durable.stores.sqlalchemy import SqlAlchemyStateStore
 from durable.stores.sqlalchemy._statements import Statements
 from durable.stores.sqlalchemy.testing import provision
@@ -26,6 +26,10 @@ LEASE = NOW + timedelta(minutes=5)
 
 
 def _check(store: SqlAlchemyStateStore) -> StateStore:
+    return store
+
+
+def _check_admin(store: SqlAlchemyStateStore) -> StateStoreAdmin:
     return store
 
 
@@ -55,6 +59,7 @@ async def exercise(store: SqlAlchemyStateStore) -> None:
 def test_store_implements_the_protocol() -> None:
     store = SqlAlchemyStateStore(create_async_engine("sqlite+aiosqlite:///unused.db"))
     assert isinstance(_check(store), StateStore)
+    assert isinstance(_check_admin(store), StateStoreAdmin)
 
 
 async def test_from_url_owns_its_engine_and_a_given_engine_stays_open(url: str) -> None:

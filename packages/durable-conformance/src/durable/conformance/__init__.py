@@ -1,7 +1,8 @@
 """durable-conformance: the suites every durable store and transport must pass.
 
 Subclass a suite, override its ``durable_store`` fixture (``durable_transport`` for
-``TransportSuite``) and run pytest; see ``docs/conformance.md``.
+``TransportSuite``) and run pytest; see ``docs/conformance.md``. ``StateStoreAdminSuite`` is
+optional: it tests the ``StateStoreAdmin`` operations, for a store that offers them.
 """
 
 import pytest
@@ -25,6 +26,7 @@ pytest.register_assert_rewrite(
     "durable.conformance.engine.versions_namespaces",
     "durable.conformance.state_store",
     "durable.conformance.state_store._helpers",
+    "durable.conformance.state_store.admin",
     "durable.conformance.state_store.checkpoints",
     "durable.conformance.state_store.dispatch",
     "durable.conformance.state_store.leases",
@@ -38,11 +40,12 @@ pytest.register_assert_rewrite(
 
 from durable.conformance._options import SuiteOptions, needs  # noqa: E402
 from durable.conformance.engine import EngineSuite  # noqa: E402
-from durable.conformance.state_store import StateStoreSuite  # noqa: E402
+from durable.conformance.state_store import StateStoreAdminSuite, StateStoreSuite  # noqa: E402
 from durable.conformance.transport import TransportSuite  # noqa: E402
 
 __all__ = [
     "EngineSuite",
+    "StateStoreAdminSuite",
     "StateStoreSuite",
     "SuiteOptions",
     "TransportSuite",

@@ -57,7 +57,7 @@ from durable.core.steps import (
     remote_step,
     step,
 )
-from durable.core.store import StateStore
+from durable.core.store import StateStore, StateStoreAdmin, TransactionalStore
 from durable.core.transport import (
     PROTOCOL_VERSION,
     ProtocolError,
@@ -108,6 +108,7 @@ __all__ = [
     "SignalTimeoutError",
     "SignalWaiter",
     "StateStore",
+    "StateStoreAdmin",
     "StepDef",
     "StepFailedError",
     "StepHandler",
@@ -117,6 +118,7 @@ __all__ = [
     "StepTask",
     "StoreError",
     "StoreUnavailableError",
+    "TransactionalStore",
     "Transport",
     "TransportReceiver",
     "WorkflowCtx",

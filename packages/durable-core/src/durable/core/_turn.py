@@ -10,11 +10,12 @@ ends and the run is suspended until the earliest wake time or the awaited event.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import traceback
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
         RemoteStepDef,
         StepOptions,
     )
-    from durable.core.store import StateStore
+    from durable.core.store import StateStore, TransactionalStore
     from durable.core.transport import Transport
     from durable.core.workflow import WorkflowDef
 
@@ -394,15 +395,19 @@ class Turn:
         self,
         seq: int,
         name: str,
-        call: Callable[[], Awaitable[Any]],
+        call: Callable[..., Awaitable[Any]],
         options: StepOptions,
         codec: Codec[Any],
+        *,
+        transactional: bool = False,
     ) -> Any:
         """Run a local step, or return its recorded result.
 
         Between attempts the step's checkpoint is ``pending`` with the attempts made, the
         last error and the next attempt's time, so a crash during a backoff neither restarts
-        the count nor shortens the wait.
+        the count nor shortens the wait. A ``transactional`` step's ``call`` takes the store's
+        transaction: each attempt runs in its own, which commits with the attempt's
+        checkpoint when it succeeds and rolls back when it fails.
         """
         cp = self.expect(seq, "local", name)
         if cp is not None:
@@ -415,10 +420,12 @@ class Turn:
                 await self.nap(cp.wake_at)
             await self.enter(runs_user_code=True)
             try:
-                attempt = 1 if cp is None else cp.attempts + 1
-                started = self.clock() if cp is None else cp.started_at
-                result = await _attempt(name, call, options, codec)
-                cp = await self._record_attempt(seq, name, options, attempt, started, result)
+                made = (1, self.clock()) if cp is None else (cp.attempts + 1, cp.started_at)
+                if transactional:
+                    result, cp = await self._transact(seq, name, call, options, codec, made)
+                else:
+                    result = await _attempt(name, call, options, codec)
+                    cp = await self._record_attempt(seq, name, options, made, result)
             finally:
                 self.end()
             if isinstance(result, _Success) and cp.status == "completed":
@@ -432,28 +439,89 @@ class Turn:
         seq: int,
         name: str,
         options: StepOptions,
-        attempt: int,
-        started: datetime,
+        made: tuple[int, datetime],
         result: _Success | Exception,
     ) -> CheckpointRecord:
-        now = self.clock()
-        common: dict[str, Any] = {"attempts": attempt, "started_at": started}
+        """Record an attempt (``made``: its number and the step's start) in its checkpoint."""
         if isinstance(result, _Success):
-            record = self.checkpoint(
-                seq,
-                name,
-                "local",
-                status="completed",
-                output=result.output,
-                finished_at=now,
-                **common,
-            )
+            record = self._completed(seq, name, made, result)
             try:
                 await self.save(record)
                 return record
             except REFUSED as exc:  # the store refused the value (too large, ...)
                 result = exc
-        if not isinstance(result, _PERMANENT) and attempt <= options.retries:
+        return await self._record_failure(seq, name, options, made, result)
+
+    async def _transact(
+        self,
+        seq: int,
+        name: str,
+        call: Callable[[object], Awaitable[Any]],
+        options: StepOptions,
+        codec: Codec[Any],
+        made: tuple[int, datetime],
+    ) -> tuple[_Success | Exception, CheckpointRecord]:
+        """One attempt of a transactional step, in the store's transaction with its checkpoint.
+
+        A success commits with its checkpoint, or not at all (fenced off: the turn ends). A
+        failure rolls its writes back; its checkpoint is written as a local step's is.
+        """
+        store = cast("TransactionalStore", self.store)
+        records: list[CheckpointRecord] = []
+
+        async def attempt_in(transaction: object) -> _Success | Exception:
+            return await _attempt(name, functools.partial(call, transaction), options, codec)
+
+        def completed(result: _Success | Exception) -> CheckpointRecord | None:
+            if not isinstance(result, _Success):
+                return None
+            records.append(self._completed(seq, name, made, result))
+            return records[-1]
+
+        try:
+            result, committed = await self.io(
+                store.run_in_transaction(self.run.id, self.owner, attempt_in, completed)
+            )
+        except REFUSED as exc:  # the store refused the value: nothing was committed
+            result = exc
+        else:
+            if committed:
+                self.history[seq] = records[-1]
+                self._confirmed()
+                return result, records[-1]
+            if isinstance(result, _Success):
+                self.lose()
+        return result, await self._record_failure(seq, name, options, made, result)
+
+    def _completed(
+        self, seq: int, name: str, made: tuple[int, datetime], result: _Success
+    ) -> CheckpointRecord:
+        """The checkpoint of a local step's successful attempt."""
+        attempt, started = made
+        return self.checkpoint(
+            seq,
+            name,
+            "local",
+            status="completed",
+            output=result.output,
+            finished_at=self.clock(),
+            attempts=attempt,
+            started_at=started,
+        )
+
+    async def _record_failure(
+        self,
+        seq: int,
+        name: str,
+        options: StepOptions,
+        made: tuple[int, datetime],
+        error: Exception,
+    ) -> CheckpointRecord:
+        """Record a failed attempt: ``pending`` until the next one, or ``failed`` for good."""
+        attempt, started = made
+        now = self.clock()
+        common: dict[str, Any] = {"attempts": attempt, "started_at": started}
+        if not isinstance(error, _PERMANENT) and attempt <= options.retries:
             delay = options.backoff.delay(attempt, f"{self.run.id}:{seq}")
             wake_at = later(now, timedelta(seconds=delay), f"step {name!r} backoff")
             record = self.checkpoint(
@@ -461,7 +529,7 @@ class Turn:
                 name,
                 "local",
                 status="pending",
-                error=error_info(result),
+                error=error_info(error),
                 wake_at=wake_at,
                 **common,
             )
@@ -471,7 +539,7 @@ class Turn:
                 name,
                 "local",
                 status="failed",
-                error=error_info(result),
+                error=error_info(error),
                 finished_at=now,
                 **common,
             )

@@ -12,7 +12,7 @@ import random as _random
 import uuid
 import weakref
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import anyio
 import anyio.lowlevel
@@ -27,12 +27,13 @@ from durable.core.steps import (
     check_timeout,
     make_options,
 )
+from durable.core.store import TransactionalStore
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
 
     from durable.core._turn import Turn
-    from durable.core.steps import Backoff
+    from durable.core.steps import Backoff, StepOptions
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -117,20 +118,9 @@ class WorkflowCtx:
         Raises:
             StepFailedError: The step failed for good (the same on replay).
         """
-        if isinstance(name_or_fn, StepDef):
-            sdef = name_or_fn
-            name, fn, call_args = sdef.name, sdef.fn, args
-            options = make_options(retries, backoff, timeout, sdef.options)
-            codec, is_async, target = sdef.result_codec, sdef.is_async, sdef.fn
-        else:
-            if not args or not callable(args[0]):
-                raise TypeError(f"ctx.step({name_or_fn!r}, fn, *args) needs the function")
-            name, fn, call_args = name_or_fn, args[0], args[1:]
-            options = make_options(retries, backoff, timeout)
-            target = getattr(fn, "fn", fn)
-            codec = _return_codec(target)
-            is_async = _is_async(target)
-        check_timeout(target, options, name)
+        name, fn, call_args, options, codec, is_async = _resolve(
+            "step", name_or_fn, args, (retries, backoff, timeout)
+        )
         seq = self._turn.next_seq()
         if is_async:
             call = functools.partial(fn, *call_args)
@@ -139,6 +129,73 @@ class WorkflowCtx:
                 anyio.to_thread.run_sync, functools.partial(fn, *call_args), abandon_on_cancel=True
             )
         return self._turn.local(seq, name, call, options, codec)
+
+    @overload
+    def transaction(
+        self,
+        fn: StepDef[..., R],
+        /,
+        *args: object,
+        retries: int | None = None,
+        backoff: Backoff | Duration | None = None,
+        timeout: Duration | None = None,
+    ) -> Coroutine[Any, Any, R]: ...
+    @overload
+    def transaction(
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[R]],
+        /,
+        *args: object,
+        retries: int | None = None,
+        backoff: Backoff | Duration | None = None,
+        timeout: Duration | None = None,
+    ) -> Coroutine[Any, Any, R]: ...
+    def transaction(
+        self,
+        name_or_fn: str | StepDef[..., Any],
+        /,
+        *args: Any,
+        retries: int | None = None,
+        backoff: Backoff | Duration | None = None,
+        timeout: Duration | None = None,
+    ) -> Coroutine[Any, Any, Any]:
+        """Run a step in the store's database transaction, committed with its checkpoint.
+
+        The async function is called as ``fn(transaction, *args)``; ``transaction`` is the
+        store's (``SqlAlchemyStateStore``: an ``AsyncConnection`` on its engine, inside a
+        transaction; ``InMemoryStateStore``: None). Its writes commit together with the
+        step's checkpoint, fenced by the run's lease, or not at all: they happen exactly once
+        however the worker dies. A failed attempt rolls them back; retries, backoff, timeout
+        and replay are those of :meth:`step`. Do not commit or roll back yourself, and keep
+        the function short: the transaction stays open while it runs. Added in 0.1.
+
+        Raises:
+            TypeError: The store does not implement
+                :class:`~durable.core.store.TransactionalStore`, or ``fn`` is not async.
+            StepFailedError: The step failed for good (the same on replay).
+        """
+        name, fn, call_args, options, codec, is_async = _resolve(
+            "transaction", name_or_fn, args, (retries, backoff, timeout)
+        )
+        store = self._turn.store
+        if not isinstance(store, TransactionalStore):
+            raise TypeError(
+                f"ctx.transaction({name!r}): {type(store).__qualname__} does not implement"
+                " TransactionalStore, so it cannot commit a step's writes with its checkpoint"
+                " (use SqlAlchemyStateStore, or ctx.step)"
+            )
+        if not is_async:
+            raise TypeError(
+                f"ctx.transaction({name!r}): the function must be async (it receives the"
+                " store's transaction and awaits its statements)"
+            )
+        seq = self._turn.next_seq()
+
+        def call(transaction: object) -> Awaitable[Any]:
+            return cast("Awaitable[Any]", fn(transaction, *call_args))
+
+        return self._turn.local(seq, name, call, options, codec, transactional=True)
 
     def sleep(self, duration: Duration) -> Coroutine[Any, Any, None]:
         """Sleep durably: the run is suspended and holds no memory until it wakes."""
@@ -221,6 +278,34 @@ class WorkflowCtx:
         return self._turn.local(
             seq, "durable.random", _constant(_random.random), DEFAULT_OPTIONS, codec_for(float)
         )
+
+
+def _resolve(
+    kind: str,
+    name_or_fn: str | StepDef[..., Any],
+    args: tuple[Any, ...],
+    given: tuple[int | None, Backoff | Duration | None, Duration | None],
+) -> tuple[str, Callable[..., Any], tuple[Any, ...], StepOptions, Codec[Any], bool]:
+    """What ``ctx.step`` or ``ctx.transaction`` was asked to run.
+
+    The step's name, function, arguments, options (those ``given`` at the call, each falling
+    back to a ``@step``'s own), result codec, and whether the function is async.
+    """
+    if isinstance(name_or_fn, StepDef):
+        sdef = name_or_fn
+        name, fn, call_args = sdef.name, sdef.fn, args
+        options = make_options(*given, sdef.options)
+        codec, is_async, target = sdef.result_codec, sdef.is_async, sdef.fn
+    else:
+        if not args or not callable(args[0]):
+            raise TypeError(f"ctx.{kind}({name_or_fn!r}, fn, *args) needs the function")
+        name, fn, call_args = name_or_fn, args[0], args[1:]
+        options = make_options(*given)
+        target = getattr(fn, "fn", fn)
+        codec = _return_codec(target)
+        is_async = _is_async(target)
+    check_timeout(target, options, name)
+    return name, fn, call_args, options, codec, is_async
 
 
 def _constant(produce: Callable[[], T]) -> Callable[[], Awaitable[T]]:

@@ -1,4 +1,4 @@
-"""``InMemoryStateStore``: the whole StateStore protocol in process memory.
+"""``InMemoryStateStore``: the StateStore and StateStoreAdmin protocols in process memory.
 
 For tests and local development: nothing survives the process. Payloads go through a JSON
 round trip on every write, as they do in a database, so code that works here does not break on
@@ -13,11 +13,11 @@ import json
 from collections import deque
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import anyio.lowlevel
 
-from durable.core._types import TERMINAL_STATUSES
+from durable.core import _machine as machine
 from durable.core.errors import RunNotFound, SerializationError
 from durable.core.records import (
     BufferedSignal,
@@ -32,11 +32,13 @@ from durable.core.records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Sequence
 
     from typing_extensions import Unpack
 
     from durable.core._types import CheckpointStatus, JSONValue, RunStatus
+
+T = TypeVar("T")
 
 
 def _json_copy(value: JSONValue) -> JSONValue:
@@ -52,7 +54,12 @@ def _utcnow() -> datetime:
 
 
 class InMemoryStateStore:
-    """A StateStore held in dictionaries; every method is atomic (no await inside)."""
+    """A StateStore held in dictionaries; every method is atomic (no await inside).
+
+    It is a :class:`~durable.core.store.TransactionalStore` too, with no database to hold a
+    transaction: a transactional step's function receives None, and its checkpoint is
+    written fenced as any other.
+    """
 
     def __init__(self) -> None:
         self._runs: dict[str, RunRecord] = {}
@@ -110,7 +117,7 @@ class InMemoryStateStore:
             raise RunNotFound(f"no run {run_id!r}")
         if if_status is not None and run.status not in if_status:
             return False
-        _apply(run, patch)
+        self._runs[run_id] = machine.patched(run, _stored_patch(patch), updated_at=_utcnow())
         return True
 
     async def delete_run(self, run_id: str) -> None:
@@ -168,7 +175,7 @@ class InMemoryStateStore:
         """Upsert, fenced by ``owner`` and compared with ``expect`` when given, with the patch."""
         await anyio.lowlevel.checkpoint()
         run = self._runs.get(checkpoint.run_id)
-        if owner is not None and not _held(run, owner):
+        if owner is not None and (run is None or not machine.held(run, owner)):
             return False
         if expect is not None:
             current = self._checkpoints.get(checkpoint.run_id, {}).get(checkpoint.seq)
@@ -178,9 +185,32 @@ class InMemoryStateStore:
         if run_patch:
             if run is None:
                 raise RunNotFound(f"no run {checkpoint.run_id!r}")
-            _apply(run, run_patch)
+            patch = _stored_patch(run_patch)
+            self._runs[run.id] = machine.patched(run, patch, updated_at=_utcnow())
         self._checkpoints.setdefault(checkpoint.run_id, {})[checkpoint.seq] = stored
         return True
+
+    async def run_in_transaction(
+        self,
+        run_id: str,
+        owner: str,
+        fn: Callable[[object], Awaitable[T]],
+        checkpoint: Callable[[T], CheckpointRecord | None],
+    ) -> tuple[T, bool]:
+        """Call ``fn(None)``, then write ``checkpoint(result)`` fenced by ``owner``.
+
+        There is nothing to commit or roll back: the function's own effects are its own.
+
+        Raises:
+            ValueError: The checkpoint is not of run ``run_id``.
+        """
+        result = await fn(None)
+        record = checkpoint(result)
+        if record is None:
+            return result, False
+        if record.run_id != run_id:
+            raise ValueError(f"checkpoint of run {record.run_id!r} is not of run {run_id!r}")
+        return result, await self.save_checkpoint(record, owner=owner)
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -196,7 +226,7 @@ class InMemoryStateStore:
         pending = [
             r
             for r in self._runs.values()
-            if r.status == "pending" and _executable(r, namespace, workflows)
+            if r.status == "pending" and machine.passes_filters(r, namespace, workflows)
         ]
         pending.sort(key=lambda r: (r.created_at, r.id))
         return [_copy_run(r) for r in pending[:limit]]
@@ -214,9 +244,7 @@ class InMemoryStateStore:
         expired = [
             r
             for r in self._runs.values()
-            if r.status == "running"
-            and (r.locked_until is None or r.locked_until <= now)
-            and _executable(r, namespace, workflows)
+            if machine.recoverable(r, now) and machine.passes_filters(r, namespace, workflows)
         ]
         expired.sort(key=lambda r: (r.locked_until is not None, r.locked_until or now, r.id))
         return [_copy_run(r) for r in expired[:limit]]
@@ -234,10 +262,7 @@ class InMemoryStateStore:
         due = [
             r
             for r in self._runs.values()
-            if r.status == "suspended"
-            and r.wake_at is not None
-            and r.wake_at <= now
-            and _executable(r, namespace, workflows)
+            if machine.timer_due(r, now) and machine.passes_filters(r, namespace, workflows)
         ]
         due.sort(key=lambda r: (r.wake_at or now, r.id))
         return [_copy_run(r) for r in due[:limit]]
@@ -257,25 +282,18 @@ class InMemoryStateStore:
         """Claim the run if it is claimable and passes the filters (see the protocol)."""
         await anyio.lowlevel.checkpoint()
         run = self._runs.get(run_id)
-        if run is None or not _claimable(run, now) or not _executable(run, namespace, workflows):
+        if run is None or not machine.claimable(run, now, namespace=namespace, workflows=workflows):
             return False
-        if run.status == "running":
-            run.recovery_attempts += 1
-        run.status = "running"
-        run.locked_by = owner
-        run.locked_until = _utc(lease_until)
-        run.wake_requested = False
-        run.wake_at = None
-        run.updated_at = _utcnow()
+        self._runs[run_id] = machine.claimed(run, owner, _utc(lease_until), updated_at=_utcnow())
         return True
 
     async def renew_run_lock(self, run_id: str, owner: str, lease_until: datetime) -> bool:
         """Extend the holder's lease while the run is running."""
         await anyio.lowlevel.checkpoint()
         run = self._runs.get(run_id)
-        if run is None or not _held(run, owner):
+        if run is None or not machine.held(run, owner):
             return False
-        run.locked_until = _utc(lease_until)
+        self._runs[run_id] = machine.renewed(run, _utc(lease_until))
         return True
 
     async def release_run_lock(
@@ -298,22 +316,23 @@ class InMemoryStateStore:
         if run is None or run.locked_by != owner:
             return None
         stored = [_stored_checkpoint(cp) for cp in checkpoints]  # before any change
-        run.locked_by = None
-        run.locked_until = None
-        if run.status == "running":
+        after = machine.released(run, owner, _stored_patch(patch), updated_at=_utcnow())
+        if after is None:
+            return None
+        if machine.held(run, owner):  # the checkpoints are written under the patch's condition
             for checkpoint in stored:
                 self._checkpoints.setdefault(checkpoint.run_id, {})[checkpoint.seq] = checkpoint
-            if patch.get("status") == "suspended" and run.wake_requested:
-                patch = {**patch, "status": "pending", "wake_at": None}
-            _apply(run, patch)
-        run.wake_requested = False
-        return run.status
+        self._runs[run_id] = after
+        return after.status
 
     async def wake_run(self, run_id: str) -> bool:
         """Make a suspended run pending, or flag a running one."""
         await anyio.lowlevel.checkpoint()
         run = self._runs.get(run_id)
-        return run is not None and _wake(run, holder=None)
+        if run is None:
+            return False
+        self._runs[run_id], pending = machine.woken(run, updated_at=_utcnow())
+        return pending
 
     # -- signals --------------------------------------------------------------------------------
 
@@ -328,7 +347,8 @@ class InMemoryStateStore:
         await anyio.lowlevel.checkpoint()
         if checkpoint is not None:
             _check_waiter_checkpoint(waiter, checkpoint)
-        if owner is not None and not _held(self._runs.get(waiter.run_id), owner):
+        run = self._runs.get(waiter.run_id)
+        if owner is not None and (run is None or not machine.held(run, owner)):
             return False
         if checkpoint is not None:
             stored = _stored_checkpoint(checkpoint)
@@ -390,7 +410,7 @@ class InMemoryStateStore:
             return None
         del self._waiters[token]
         run = self._runs.get(waiter.run_id)
-        if run is None or run.status in TERMINAL_STATUSES:
+        if run is None or not machine.accepts_signal(run):
             return None
         waiting = self._checkpoints.get(waiter.run_id, {}).get(waiter.seq)
         if waiting is not None and (waiting.status, waiting.kind) != ("pending", "signal"):
@@ -416,7 +436,7 @@ class InMemoryStateStore:
             finished_at=_utc(now),
             wake_at=None,
         )
-        _wake(run, holder=holder)
+        self._runs[run.id], _ = machine.woken(run, holder=holder, updated_at=_utcnow())
         return waiter
 
 
@@ -428,20 +448,6 @@ def _utc_or_none(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC)
 
 
-def _held(run: RunRecord | None, owner: str) -> bool:
-    """The run is ``running`` and leased by ``owner``: the fence of every owner-checked write."""
-    return run is not None and run.status == "running" and run.locked_by == owner
-
-
-def _executable(
-    run: RunRecord, namespace: str | None, workflows: Collection[tuple[str, str]] | None
-) -> bool:
-    """The run passes a worker's filters: its namespace, its ``(workflow, version)`` pairs."""
-    return (namespace is None or run.namespace == namespace) and (
-        workflows is None or (run.workflow, run.workflow_version) in workflows
-    )
-
-
 def _check_waiter_checkpoint(waiter: SignalWaiter, checkpoint: CheckpointRecord) -> None:
     if (checkpoint.run_id, checkpoint.seq) != (waiter.run_id, waiter.seq):
         raise ValueError(
@@ -451,27 +457,13 @@ def _check_waiter_checkpoint(waiter: SignalWaiter, checkpoint: CheckpointRecord)
         )
 
 
-def _claimable(run: RunRecord, now: datetime) -> bool:
-    lease_free = run.locked_until is None or run.locked_until <= now
-    if run.status == "pending" or run.status == "running":
-        return lease_free
-    if run.status == "suspended":
-        return lease_free and run.wake_at is not None and run.wake_at <= now
-    return False
+def _stored_patch(patch: RunPatch) -> RunPatch:
+    """The copy of a patch the store applies: JSON-checked output, copied containers, UTC times.
 
-
-def _wake(run: RunRecord, holder: str | None) -> bool:
-    if run.status == "suspended":
-        run.status = "pending"
-        run.wake_at = None
-        run.updated_at = _utcnow()
-        return True
-    if run.status == "running" and (holder is None or run.locked_by != holder):
-        run.wake_requested = True
-    return run.status == "pending"
-
-
-def _apply(run: RunRecord, patch: RunPatch) -> None:
+    Raises:
+        SerializationError: The output is not storable as JSON.
+    """
+    stored: dict[str, object] = {}
     for key, value in patch.items():
         if key == "output":
             value = _json_copy(value)  # type: ignore[arg-type]
@@ -479,9 +471,8 @@ def _apply(run: RunRecord, patch: RunPatch) -> None:
             value = copy.deepcopy(value)
         elif isinstance(value, datetime):
             value = _utc(value)
-        setattr(run, key, value)
-    if "updated_at" not in patch:
-        run.updated_at = _utcnow()
+        stored[key] = value
+    return cast("RunPatch", stored)
 
 
 def _matches(run: RunRecord, query: RunQuery) -> bool:

@@ -1,16 +1,21 @@
 """The ``StateStore`` protocol: everything the engine asks of a database.
 
-Every adapter implements all of it; :mod:`durable.conformance` is its executable definition.
+A store implements :class:`StateStore`, exactly what the engine and its clients call;
+:class:`StateStoreAdmin` holds the operations only operators and tools call (deleting a run,
+listing waiters, taking waiters and buffered signals by hand), and a store may offer it too. A
+store that can commit a step's own database writes with its checkpoint also implements
+:class:`TransactionalStore`, which ``ctx.transaction`` needs. :mod:`durable.conformance` is the
+executable definition of all three.
 Times are timezone-aware UTC datetimes with microseconds. Payloads are :data:`JSONValue`.
 Stores raise only :mod:`durable.core.errors` types (chaining the driver's exception).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Sequence
     from datetime import datetime
 
     from typing_extensions import Unpack
@@ -25,6 +30,8 @@ if TYPE_CHECKING:
         RunRecord,
         SignalWaiter,
     )
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -78,10 +85,6 @@ class StateStore(Protocol):
         Raises:
             RunNotFound: No run has that id.
         """
-        ...
-
-    async def delete_run(self, run_id: str) -> None:
-        """Delete the run with its checkpoints, waiters and attributes. No-op when absent."""
         ...
 
     async def list_runs(self, query: RunQuery) -> RunPage:
@@ -287,24 +290,12 @@ class StateStore(Protocol):
         """
         ...
 
-    async def take_signal_waiter(self, token: str) -> SignalWaiter | None:
-        """Delete and return the token's waiter; of concurrent callers exactly one gets it."""
-        ...
-
     async def remove_signal_waiter(self, waiter: SignalWaiter) -> bool:
         """Delete the waiter only if token, run_id and seq all match. Returns whether it did."""
         ...
 
-    async def list_signal_waiters(self, prefix: str = "") -> list[SignalWaiter]:
-        """Waiters whose token starts with ``prefix``, ordered by token."""
-        ...
-
     async def buffer_signal(self, token: str, payload: JSONValue, now: datetime) -> int:
         """Append a signal to the token's FIFO buffer; returns its id (increasing)."""
-        ...
-
-    async def take_buffered_signal(self, token: str) -> BufferedSignal | None:
-        """Delete and return the token's oldest buffered signal; each is taken exactly once."""
         ...
 
     async def list_pairable_tokens(self, limit: int) -> list[str]:
@@ -342,4 +333,72 @@ class StateStore(Protocol):
         Returns:
             The waiter that received the signal, or None.
         """
+        ...
+
+
+@runtime_checkable
+class TransactionalStore(Protocol):
+    """A store that runs a step's database writes in the transaction of its checkpoint.
+
+    Optional: ``ctx.transaction`` needs it, nothing else does. Added in 0.1.
+    """
+
+    async def run_in_transaction(
+        self,
+        run_id: str,
+        owner: str,
+        fn: Callable[[object], Awaitable[T]],
+        checkpoint: Callable[[T], CheckpointRecord | None],
+    ) -> tuple[T, bool]:
+        """Run ``fn`` in one database transaction, then write its checkpoint in it, fenced.
+
+        Opens a transaction and calls ``fn(transaction)`` with the store's handle on it
+        (for a SQL store, a connection of the user's database; the store documents its
+        type). Then ``checkpoint(result)`` gives the record to write: the record is upserted
+        in the same transaction, fenced by ``owner`` as :meth:`StateStore.save_checkpoint`
+        fences (run ``run_id`` is ``running`` and leased by ``owner``), and the run row stays locked
+        from that check until the commit, so no other worker claims the run in between. Both
+        commit, or neither does. When ``checkpoint`` returns None (the step failed) or the
+        fence does not hold, the transaction rolls back: ``fn``'s writes are undone.
+
+        ``fn`` handles its own failures (it returns them as a value) and must not commit or
+        roll back the transaction itself. Nothing else runs in the transaction; it never
+        stays open beyond this call.
+
+        Returns:
+            ``fn``'s result, and whether the checkpoint was written (and ``fn``'s writes
+            committed): False when ``checkpoint`` returned None or the fence did not hold.
+
+        Raises:
+            SerializationError: The checkpoint cannot be stored (nothing is committed).
+            PayloadTooLargeError: Likewise, for a payload over the store's limit.
+            StoreError: The database failed; nothing is committed.
+        """
+        ...
+
+
+@runtime_checkable
+class StateStoreAdmin(Protocol):
+    """Optional operator operations on a store's state; the engine never calls them.
+
+    A third-party store need not implement it; the bundled stores do. Its conformance tests
+    are ``durable.conformance.StateStoreAdminSuite``, which a store opts into.
+
+    Added in 0.1.
+    """
+
+    async def delete_run(self, run_id: str) -> None:
+        """Delete the run with its checkpoints, waiters and attributes. No-op when absent."""
+        ...
+
+    async def take_signal_waiter(self, token: str) -> SignalWaiter | None:
+        """Delete and return the token's waiter; of concurrent callers exactly one gets it."""
+        ...
+
+    async def list_signal_waiters(self, prefix: str = "") -> list[SignalWaiter]:
+        """Waiters whose token starts with ``prefix``, ordered by token."""
+        ...
+
+    async def take_buffered_signal(self, token: str) -> BufferedSignal | None:
+        """Delete and return the token's oldest buffered signal; each is taken exactly once."""
         ...

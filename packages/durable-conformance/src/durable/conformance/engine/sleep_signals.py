@@ -17,10 +17,10 @@ from pydantic import BaseModel
 
 from durable.conformance._base import SuiteBase
 from durable.conformance._harness import PausingStore, engine, new_id, wait_until
+from durable.conformance.state_store._helpers import _buffered
 from durable.core import (
     SignalPayloadError,
     SignalTimeoutError,
-    SignalWaiter,
     WorkflowCtx,
     step,
     workflow,
@@ -115,7 +115,7 @@ class SleepSignalTests(SuiteBase):
             finished = [await e.wait_for_run(i, timeout=15, until="terminal") for i in ids]
         assert [(r.status, r.output) for r in finished] == [("completed", [1, 2])] * runs
         for token in tokens:
-            assert await durable_store.take_buffered_signal(token) is None
+            assert await _buffered(durable_store, token) == []
 
     async def test_signal_whose_sender_died_before_pairing_is_still_delivered(
         self, durable_store: StateStore
@@ -150,10 +150,8 @@ class SleepSignalTests(SuiteBase):
             run = await e.wait_for_run(run_id, timeout=10, until="terminal")
             await e.signal(token, "late")
         assert run.output == f"timed out on {token}"
-        assert await durable_store.list_signal_waiters(token) == []
-        late = await durable_store.take_buffered_signal(token)
-        assert late is not None
-        assert late.payload == "late"
+        assert await durable_store.list_pairable_tokens(10) == [], "a waiter outlived its wait"
+        assert await _buffered(durable_store, token) == ["late"]
 
     async def test_signal_payload_of_the_wrong_type_raises_a_catchable_error(
         self, durable_store: StateStore
@@ -250,8 +248,9 @@ class SleepSignalTests(SuiteBase):
 def _waiting_at(
     store: StateStore, token: str, run_id: str, seq: int
 ) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return await store.list_signal_waiters(token) == [SignalWaiter(token, run_id, seq)]
+    async def check() -> bool:  # a wait writes its pending checkpoint with its waiter
+        cp = await store.get_checkpoint(run_id, seq)
+        return cp is not None and (cp.kind, cp.status, cp.name) == ("signal", "pending", token)
 
     return check
 

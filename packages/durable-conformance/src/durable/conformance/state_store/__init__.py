@@ -1,8 +1,10 @@
 """``StateStoreSuite``: the executable definition of the :class:`~durable.core.StateStore` protocol.
 
-Every test calls the store only through the protocol. The suite covers each method's semantics,
-races between many concurrent callers (anyio task groups, repeated with fresh rows), payload and
-datetime round trips, and schema idempotency. Subclass it and override ``durable_store``::
+Every test calls the store only through that protocol, what the engine calls; the optional
+:class:`~durable.core.StateStoreAdmin` operations have their own suite, ``StateStoreAdminSuite``
+(module ``admin``). The suite covers each method's semantics, races between many concurrent
+callers (anyio task groups, repeated with fresh rows), payload and datetime round trips, and
+schema idempotency. Subclass it and override ``durable_store``::
 
     class TestAcmeStore(StateStoreSuite):
         @pytest.fixture
@@ -12,11 +14,15 @@ datetime round trips, and schema idempotency. Subclass it and override ``durable
             yield store
             await store.aclose()
 
+A store that also implements ``StateStoreAdmin`` subclasses ``StateStoreAdminSuite`` too
+(``class TestAcmeStore(StateStoreSuite, StateStoreAdminSuite)``).
+
 The tests live in one module per area of the protocol, one suite class each (``runs``,
 ``listing``, ``checkpoints``, ``dispatch``, ``leases``, ``signals``, ``payloads``, ``schema``);
 ``StateStoreSuite`` is all of them together, and the conformance claim is made against it.
 """
 
+from durable.conformance.state_store.admin import StateStoreAdminSuite
 from durable.conformance.state_store.checkpoints import CheckpointsSuite
 from durable.conformance.state_store.dispatch import DispatchSuite
 from durable.conformance.state_store.leases import LeasesSuite
@@ -35,6 +41,7 @@ __all__ = [
     "RunsSuite",
     "SchemaSuite",
     "SignalsSuite",
+    "StateStoreAdminSuite",
     "StateStoreSuite",
 ]
 

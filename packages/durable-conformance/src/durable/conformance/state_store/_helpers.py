@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import anyio
 
-from durable.core import CheckpointRecord, RunRecord
+from durable.core import CheckpointRecord, RunRecord, SignalWaiter
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -122,6 +122,32 @@ async def _locked(
     run = await _create(store, _run(namespace=namespace))
     assert await store.try_lock_run(run.id, owner, now + _LEASE, now)
     return run
+
+
+async def _has_waiter(store: StateStore, waiter: SignalWaiter) -> bool:
+    """Whether exactly ``waiter`` is registered: removed if so, then registered again."""
+    if not await store.remove_signal_waiter(waiter):
+        return False
+    assert await store.put_signal_waiter(waiter), f"put_signal_waiter({waiter!r}) returned False"
+    return True
+
+
+async def _buffered(store: StateStore, token: str) -> list[JSONValue]:
+    """Deliver the token's buffered signals one by one to fresh waiters; their payloads in order.
+
+    Replaces any waiter on ``token``; the signals are gone afterwards.
+    """
+    run = await _create(store, _run("suspended"))
+    payloads: list[JSONValue] = []
+    while True:
+        probe = SignalWaiter(token, run.id, len(payloads))
+        await store.put_signal_waiter(probe)
+        if await store.pair_signal(token, _now()) is None:
+            assert await store.remove_signal_waiter(probe), "pair_signal without a signal ate it"
+            return payloads
+        delivered = await store.get_checkpoint(run.id, probe.seq)
+        assert delivered is not None, f"pair_signal({token!r}) wrote no checkpoint"
+        payloads.append(delivered.output)
 
 
 async def _ids(listing: Awaitable[list[RunRecord]]) -> list[str]:

@@ -41,8 +41,6 @@ async def _payload_roundtrips(store: StateStore, payload: JSONValue) -> dict[str
     assert await store.update_run(run.id, output=payload)
     assert await store.save_checkpoint(_checkpoint(run.id, 1, payload=payload, output=payload))
     token = _new_id("token")
-    await store.buffer_signal(token, payload, now)
-    signal = await store.take_buffered_signal(token)
     await store.put_signal_waiter(SignalWaiter(token, run.id, 2))
     await store.buffer_signal(token, payload, now)
     assert await store.pair_signal(token, now) is not None
@@ -50,7 +48,6 @@ async def _payload_roundtrips(store: StateStore, payload: JSONValue) -> dict[str
     checkpoint = await store.get_checkpoint(run.id, 1)
     listed = await store.list_checkpoints(run.id)
     paired = await store.get_checkpoint(run.id, 2)
-    assert signal is not None
     assert checkpoint is not None
     assert paired is not None
     assert [cp.seq for cp in listed] == [1, 2]
@@ -60,7 +57,6 @@ async def _payload_roundtrips(store: StateStore, payload: JSONValue) -> dict[str
         "checkpoint.input": checkpoint.input,
         "checkpoint.output": checkpoint.output,
         "list_checkpoints output": listed[0].output,
-        "buffered signal payload": signal.payload,
         "pair_signal checkpoint output": paired.output,
     }
 
@@ -98,10 +94,6 @@ async def _datetime_roundtrips(store: StateStore, when: datetime) -> dict[str, d
         _checkpoint(timer.id, 1, started_at=when), wake_at=when, finished_at=when
     )
     assert await store.save_checkpoint(checkpoint)
-    token = _new_id("token")
-    await store.buffer_signal(token, None, when)
-    signal = await store.take_buffered_signal(token)
-    assert signal is not None
     got_timer = await _get(store, timer.id)
     got_checkpoint = await store.get_checkpoint(timer.id, 1)
     assert got_checkpoint is not None
@@ -117,7 +109,6 @@ async def _datetime_roundtrips(store: StateStore, when: datetime) -> dict[str, d
         "checkpoint.started_at": got_checkpoint.started_at,
         "checkpoint.finished_at": got_checkpoint.finished_at,
         "checkpoint.wake_at": got_checkpoint.wake_at,
-        "buffered signal created_at": signal.created_at,
         "list_due_timers wake_at": due[0].wake_at,
     }
 

@@ -1,4 +1,4 @@
-"""Runs: ``create_run``, ``get_run``, ``update_run`` and ``delete_run``."""
+"""Runs: ``create_run``, ``get_run`` and ``update_run``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from durable.conformance.state_store._helpers import (
     _race,
     _run,
 )
-from durable.core import RunNotFound, RunQuery, RunRecord, SignalWaiter
+from durable.core import RunNotFound, RunQuery, RunRecord
 
 if TYPE_CHECKING:
     from durable.core import JSONValue, StateStore
@@ -31,7 +31,7 @@ _CLOCK_SKEW = timedelta(minutes=5)
 
 
 class RunsSuite(SuiteBase):
-    """``create_run``, ``get_run``, ``update_run`` and ``delete_run``."""
+    """``create_run``, ``get_run`` and ``update_run``."""
 
     # -- create_run / get_run -------------------------------------------------------------------
 
@@ -262,54 +262,3 @@ class RunsSuite(SuiteBase):
 
         for _ in range(self.options.race_repeats):
             await one_round()
-
-    # -- delete_run -----------------------------------------------------------------------------
-
-    async def test_delete_run_removes_checkpoints_waiters_and_attributes(
-        self, durable_store: StateStore
-    ) -> None:
-        marker = _new_id("attr")
-        run = await _create(durable_store, _run(tags=[marker], attributes={marker: "x"}))
-        assert await durable_store.save_checkpoint(_checkpoint(run.id, 1))
-        assert await durable_store.save_checkpoint(_checkpoint(run.id, 2))
-        token = _new_id("token")
-        await durable_store.put_signal_waiter(SignalWaiter(token, run.id, 3))
-        await durable_store.delete_run(run.id)
-        assert await durable_store.get_run(run.id) is None
-        assert await durable_store.list_checkpoints(run.id) == []
-        assert await durable_store.get_checkpoint(run.id, 1) is None
-        assert await durable_store.list_signal_waiters(token) == []
-        assert await durable_store.take_signal_waiter(token) is None
-        assert (await durable_store.list_runs(RunQuery(attributes={marker: "x"}))).runs == []
-        assert (await durable_store.list_runs(RunQuery(tags=frozenset({marker})))).runs == []
-
-    async def test_delete_run_keeps_other_runs_and_buffered_signals(
-        self, durable_store: StateStore
-    ) -> None:
-        doomed = await _create(durable_store, _run())
-        kept = await _create(durable_store, _run(attributes={"k": 1}))
-        token, kept_token = _new_id("token"), _new_id("token")
-        await durable_store.put_signal_waiter(SignalWaiter(token, doomed.id, 1))
-        await durable_store.put_signal_waiter(SignalWaiter(kept_token, kept.id, 1))
-        await durable_store.buffer_signal(token, "early", _now())
-        assert await durable_store.save_checkpoint(_checkpoint(kept.id, 1))
-        await durable_store.delete_run(doomed.id)
-        _assert_same_run(await durable_store.get_run(kept.id), kept)
-        assert [cp.seq for cp in await durable_store.list_checkpoints(kept.id)] == [1]
-        assert await durable_store.take_signal_waiter(kept_token) is not None
-        signal = await durable_store.take_buffered_signal(token)
-        assert signal is not None
-        assert signal.payload == "early"
-
-    async def test_delete_run_of_unknown_id_is_a_noop(self, durable_store: StateStore) -> None:
-        await durable_store.delete_run(_new_id())
-
-    async def test_deleted_run_id_can_be_reused_without_leftovers(
-        self, durable_store: StateStore
-    ) -> None:
-        run = await _create(durable_store, _run(tags=["old"], attributes={"old": 1}))
-        assert await durable_store.save_checkpoint(_checkpoint(run.id, 1))
-        await durable_store.delete_run(run.id)
-        fresh = await _create(durable_store, _run(run_id=run.id, payload="fresh"))
-        _assert_same_run(await durable_store.get_run(run.id), fresh)
-        assert await durable_store.list_checkpoints(run.id) == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,10 +14,11 @@ from durable.conformance.state_store._helpers import (
     _A,
     _B,
     _LEASE,
-    _assert_utc,
+    _buffered,
     _checkpoint,
     _create,
     _get,
+    _has_waiter,
     _locked,
     _new_id,
     _now,
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
         CheckpointKind,
         CheckpointRecord,
         CheckpointStatus,
-        JSONValue,
         StateStore,
     )
 
@@ -56,25 +56,16 @@ class SignalsSuite(SuiteBase):
 
     # -- signal waiters -------------------------------------------------------------------------
 
-    async def test_take_signal_waiter_returns_and_deletes_waiter(
-        self, durable_store: StateStore
-    ) -> None:
-        waiter = SignalWaiter(_new_id("token"), _new_id(), 3)
-        await durable_store.put_signal_waiter(waiter)
-        assert await durable_store.take_signal_waiter(waiter.token) == waiter
-        assert await durable_store.take_signal_waiter(waiter.token) is None
-        assert await durable_store.list_signal_waiters(waiter.token) == []
-
     async def test_put_signal_waiter_replaces_waiter_on_same_token(
         self, durable_store: StateStore
     ) -> None:
         token = _new_id("token")
-        await durable_store.put_signal_waiter(SignalWaiter(token, _new_id(), 1))
+        older = SignalWaiter(token, _new_id(), 1)
+        await durable_store.put_signal_waiter(older)
         newer = SignalWaiter(token, _new_id(), 7)
         await durable_store.put_signal_waiter(newer)
-        assert await durable_store.list_signal_waiters(token) == [newer]
-        assert await durable_store.take_signal_waiter(token) == newer
-        assert await durable_store.take_signal_waiter(token) is None
+        assert await _has_waiter(durable_store, newer)
+        assert not await _has_waiter(durable_store, older)
 
     async def test_put_signal_waiter_with_owner_writes_waiter_and_checkpoint(
         self, durable_store: StateStore
@@ -84,14 +75,14 @@ class SignalsSuite(SuiteBase):
         waiter = SignalWaiter(_new_id("token"), run.id, 2)
         waiting = _waiting(waiter, now - timedelta(seconds=5), wake_at=now + timedelta(hours=1))
         assert await durable_store.put_signal_waiter(waiter, owner=_A, checkpoint=waiting) is True
-        assert await durable_store.list_signal_waiters(waiter.token) == [waiter]
+        assert await _has_waiter(durable_store, waiter)
         assert await durable_store.list_checkpoints(run.id) == [waiting]
         alone = SignalWaiter(_new_id("token"), run.id, 3)
         assert await durable_store.put_signal_waiter(alone, owner=_A) is True
-        assert await durable_store.list_signal_waiters(alone.token) == [alone]
+        assert await _has_waiter(durable_store, alone)
         unfenced = SignalWaiter(_new_id("token"), _new_id(), 1)
         assert await durable_store.put_signal_waiter(unfenced) is True
-        assert await durable_store.list_signal_waiters(unfenced.token) == [unfenced]
+        assert await _has_waiter(durable_store, unfenced)
 
     async def test_put_signal_waiter_with_checkpoint_replaces_waiter_and_checkpoint(
         self, durable_store: StateStore
@@ -105,7 +96,7 @@ class SignalsSuite(SuiteBase):
         assert await durable_store.put_signal_waiter(waiter, owner=_A, checkpoint=first)
         second = _waiting(waiter, now, wake_at=now + timedelta(minutes=2))
         assert await durable_store.put_signal_waiter(waiter, checkpoint=second)
-        assert await durable_store.list_signal_waiters(token) == [waiter]
+        assert await _has_waiter(durable_store, waiter)
         assert await durable_store.list_checkpoints(run.id) == [second]
 
     async def test_put_signal_waiter_with_foreign_or_released_owner_writes_nothing(
@@ -125,7 +116,7 @@ class SignalsSuite(SuiteBase):
             stale, owner=_B, checkpoint=_waiting(stale, now)
         )
         assert replaced is False, "a worker without the lease replaced the run's waiter"
-        assert await durable_store.list_signal_waiters(token) == [genuine]
+        assert await _has_waiter(durable_store, genuine)
         cases = [
             (foreign.id, _B, "leased by another worker"),
             (released.id, _A, "released"),
@@ -140,7 +131,7 @@ class SignalsSuite(SuiteBase):
                     waiter, owner=owner, checkpoint=checkpoint
                 )
                 assert written is False, f"a waiter was written for a {what} run"
-                assert await durable_store.list_signal_waiters(waiter.token) == []
+                assert not await _has_waiter(durable_store, waiter)
             assert await durable_store.list_checkpoints(run_id) == [], f"{what} run"
 
     async def test_put_signal_waiter_refuses_a_checkpoint_at_another_seq(
@@ -158,13 +149,21 @@ class SignalsSuite(SuiteBase):
                     await durable_store.put_signal_waiter(
                         waiter, owner=owner, checkpoint=checkpoint
                     )
-        assert await durable_store.list_signal_waiters(waiter.token) == []
+        assert not await _has_waiter(durable_store, waiter)
         assert await durable_store.list_checkpoints(run.id) == []
 
     @needs("race_repeats")
     async def test_fenced_waiters_racing_a_takeover_never_land_after_it(
         self, durable_store: StateStore
     ) -> None:
+        # Each would-be waiter's token holds a buffered signal, so list_pairable_tokens lists
+        # exactly the waiters written (every round's are left behind, hence the limit).
+        limit = self.options.race_repeats * self.options.concurrency
+
+        async def waiting(prefix: str) -> set[int]:
+            tokens = await durable_store.list_pairable_tokens(limit)
+            return {int(t.removeprefix(prefix)) for t in tokens if t.startswith(prefix)}
+
         async def one_round() -> None:
             start = _now()
             run = await _locked(durable_store, _A, start)
@@ -173,12 +172,13 @@ class SignalsSuite(SuiteBase):
             taker = self.options.concurrency // 2
             seen_waiters: set[int] = set()
             seen_checkpoints: set[int] = set()
+            for i in range(self.options.concurrency):
+                await durable_store.buffer_signal(f"{prefix}{i:04d}", i, start)
 
             async def contend(i: int) -> bool:
                 if i == taker:
                     won = await durable_store.try_lock_run(run.id, _B, later + _LEASE, later)
-                    waiters = await durable_store.list_signal_waiters(prefix)
-                    seen_waiters.update(w.seq for w in waiters)
+                    seen_waiters.update(await waiting(prefix))
                     cps = await durable_store.list_checkpoints(run.id)
                     seen_checkpoints.update(cp.seq for cp in cps)
                     return won
@@ -190,7 +190,7 @@ class SignalsSuite(SuiteBase):
 
             results = await _race(self.options.concurrency, contend)
             assert results[taker], "the takeover of an expired lease failed"
-            waiters = {w.seq for w in await durable_store.list_signal_waiters(prefix)}
+            waiters = await waiting(prefix)
             assert waiters == {i for i, ok in enumerate(results) if i != taker and ok}, (
                 "put_signal_waiter's return value disagrees with what was written"
             )
@@ -205,11 +205,6 @@ class SignalsSuite(SuiteBase):
         for _ in range(self.options.race_repeats):
             await one_round()
 
-    async def test_take_signal_waiter_of_unknown_token_returns_none(
-        self, durable_store: StateStore
-    ) -> None:
-        assert await durable_store.take_signal_waiter(_new_id("token")) is None
-
     async def test_remove_signal_waiter_removes_only_exact_match(
         self, durable_store: StateStore
     ) -> None:
@@ -221,65 +216,24 @@ class SignalsSuite(SuiteBase):
             dataclasses.replace(waiter, token=_new_id("token")),
         ):
             assert await durable_store.remove_signal_waiter(near) is False
-        assert await durable_store.list_signal_waiters(waiter.token) == [waiter]
         assert await durable_store.remove_signal_waiter(waiter) is True
-        assert await durable_store.list_signal_waiters(waiter.token) == []
         assert await durable_store.remove_signal_waiter(waiter) is False
 
-    async def test_list_signal_waiters_filters_by_prefix_ordered_by_token(
-        self, durable_store: StateStore
-    ) -> None:
-        prefix, other = _new_id("approve") + ":", _new_id("refund") + ":"
-        waiters = [SignalWaiter(f"{prefix}{s}", _new_id(), i) for i, s in enumerate("cab")]
-        for waiter in [*waiters, SignalWaiter(f"{other}a", _new_id(), 1)]:
-            await durable_store.put_signal_waiter(waiter)
-        ordered = sorted(waiters, key=lambda w: w.token)
-        assert await durable_store.list_signal_waiters(prefix) == ordered
-        everything = await durable_store.list_signal_waiters()
-        assert [w for w in everything if w.token.startswith(prefix)] == ordered
-        assert len(everything) == 4
-        assert await durable_store.list_signal_waiters(_new_id("nobody")) == []
-
-    async def test_list_signal_waiters_prefix_is_literal(self, durable_store: StateStore) -> None:
-        base = _new_id("p")
-        suffixes = ("%x", "_y", "ab", "\\z", ":Order", ":order", "[a]", "*")
-        for suffix in suffixes:
-            await durable_store.put_signal_waiter(SignalWaiter(base + suffix, _new_id(), 1))
-        for suffix in suffixes:
-            prefix = base + suffix[:2] if suffix.startswith(":") else base + suffix[0]
-            got = [w.token for w in await durable_store.list_signal_waiters(prefix)]
-            assert got == [base + suffix], f"prefix {prefix!r} matched {got!r}"
-
     async def test_signal_tokens_compare_exactly(self, durable_store: StateStore) -> None:
+        run = await _create(durable_store, _run("suspended"))
         token = _new_id("Token")
-        waiter = SignalWaiter(token, _new_id(), 1)
+        waiter = SignalWaiter(token, run.id, 1)
         await durable_store.put_signal_waiter(waiter)
         await durable_store.buffer_signal(token, "payload", _now())
         for variant in (token.upper(), token.lower(), f"{token} ", f"{token}\t"):
-            assert await durable_store.take_signal_waiter(variant) is None, variant
-            assert await durable_store.take_buffered_signal(variant) is None, variant
+            near = dataclasses.replace(waiter, token=variant)
+            assert await durable_store.remove_signal_waiter(near) is False, variant
             assert await durable_store.pair_signal(variant, _now()) is None, variant
-        assert await durable_store.take_signal_waiter(token) == waiter
-        signal = await durable_store.take_buffered_signal(token)
-        assert signal is not None
-        assert signal.token == token
-
-    @needs("race_repeats")
-    async def test_one_of_many_concurrent_waiter_takers_wins(
-        self, durable_store: StateStore
-    ) -> None:
-        async def one_round() -> None:
-            waiter = SignalWaiter(_new_id("token"), _new_id(), 1)
-            await durable_store.put_signal_waiter(waiter)
-            taken = await _race(
-                self.options.concurrency,
-                lambda _: durable_store.take_signal_waiter(waiter.token),
-            )
-            got = [w for w in taken if w is not None]
-            assert got == [waiter], f"{len(got)} takers got the waiter"
-
-        for _ in range(self.options.race_repeats):
-            await one_round()
+            assert await _buffered(durable_store, variant) == [], variant
+        assert await durable_store.pair_signal(token, _now()) == waiter
+        delivered = await durable_store.get_checkpoint(run.id, 1)
+        assert delivered is not None
+        assert (delivered.name, delivered.output) == (token, "payload")
 
     # -- buffered signals -----------------------------------------------------------------------
 
@@ -288,59 +242,6 @@ class SignalsSuite(SuiteBase):
         ids = [await durable_store.buffer_signal(tokens[i % 2], i, _now()) for i in range(6)]
         assert ids == sorted(ids)
         assert len(set(ids)) == len(ids)
-
-    async def test_take_buffered_signal_is_fifo_per_token(self, durable_store: StateStore) -> None:
-        first, second, now = _new_id("token"), _new_id("token"), _now()
-        for i in range(10):
-            await durable_store.buffer_signal(first if i % 3 else second, i, now)
-        for token, expected in ((first, [1, 2, 4, 5, 7, 8]), (second, [0, 3, 6, 9])):
-            taken = []
-            while (signal := await durable_store.take_buffered_signal(token)) is not None:
-                taken.append(signal.payload)
-            assert taken == expected
-
-    async def test_take_buffered_signal_returns_what_was_buffered(
-        self, durable_store: StateStore
-    ) -> None:
-        token, when = _new_id("token"), datetime(2031, 5, 17, 12, 0, 0, 654321, tzinfo=UTC)
-        signal_id = await durable_store.buffer_signal(token, {"approved": True}, when)
-        signal = await durable_store.take_buffered_signal(token)
-        assert signal is not None
-        assert (signal.id, signal.token, signal.payload) == (signal_id, token, {"approved": True})
-        assert signal.created_at == when
-        _assert_utc(signal.created_at, "buffered signal created_at")
-        assert await durable_store.take_buffered_signal(token) is None
-
-    async def test_take_buffered_signal_of_empty_token_returns_none(
-        self, durable_store: StateStore
-    ) -> None:
-        assert await durable_store.take_buffered_signal(_new_id("token")) is None
-
-    @needs("race_repeats")
-    async def test_concurrent_buffered_takers_take_each_signal_once_in_order(
-        self, durable_store: StateStore
-    ) -> None:
-        async def one_round() -> None:
-            token, count, now = _new_id("token"), 2 * self.options.concurrency, _now()
-            for i in range(count):
-                await durable_store.buffer_signal(token, i, now)
-
-            async def drain(_: int) -> list[JSONValue]:
-                taken: list[JSONValue] = []
-                while (signal := await durable_store.take_buffered_signal(token)) is not None:
-                    taken.append(signal.payload)
-                return taken
-
-            per_taker = await _race(self.options.concurrency, drain)
-            everything = sorted(p for taken in per_taker for p in taken if isinstance(p, int))
-            assert everything == list(range(count)), "signals were lost or taken twice"
-            for taken in per_taker:
-                assert taken == sorted(taken, key=lambda p: p if isinstance(p, int) else -1), (
-                    f"one taker saw signals out of FIFO order: {taken}"
-                )
-
-        for _ in range(self.options.race_repeats):
-            await one_round()
 
     # -- list_pairable_tokens -------------------------------------------------------------------
 
@@ -373,7 +274,7 @@ class SignalsSuite(SuiteBase):
         await durable_store.buffer_signal(token, {"n": 1}, now)
         await durable_store.buffer_signal(token, {"n": 2}, now)
         assert await durable_store.pair_signal(token, now) == waiter
-        assert await durable_store.take_signal_waiter(token) is None
+        assert not await _has_waiter(durable_store, waiter)
         checkpoint = await durable_store.get_checkpoint(run.id, 3)
         assert checkpoint is not None
         assert (checkpoint.kind, checkpoint.status, checkpoint.name) == (
@@ -384,25 +285,20 @@ class SignalsSuite(SuiteBase):
         assert (checkpoint.run_id, checkpoint.seq, checkpoint.output) == (run.id, 3, {"n": 1})
         got = await _get(durable_store, run.id)
         assert (got.status, got.wake_at) == ("pending", None)
-        remaining = await durable_store.take_buffered_signal(token)
-        assert remaining is not None
-        assert remaining.payload == {"n": 2}
-        assert await durable_store.take_buffered_signal(token) is None
+        assert await _buffered(durable_store, token) == [{"n": 2}]
 
     async def test_pair_signal_without_waiter_keeps_signal(self, durable_store: StateStore) -> None:
         token = _new_id("token")
         await durable_store.buffer_signal(token, "kept", _now())
         assert await durable_store.pair_signal(token, _now()) is None
-        signal = await durable_store.take_buffered_signal(token)
-        assert signal is not None
-        assert signal.payload == "kept"
+        assert await _buffered(durable_store, token) == ["kept"]
 
     async def test_pair_signal_without_signal_keeps_waiter(self, durable_store: StateStore) -> None:
         run = await _create(durable_store, _run("suspended"))
         waiter = SignalWaiter(_new_id("token"), run.id, 1)
         await durable_store.put_signal_waiter(waiter)
         assert await durable_store.pair_signal(waiter.token, _now()) is None
-        assert await durable_store.list_signal_waiters(waiter.token) == [waiter]
+        assert await _has_waiter(durable_store, waiter)
         assert (await _get(durable_store, run.id)).status == "suspended"
         assert await durable_store.list_checkpoints(run.id) == []
 
@@ -443,15 +339,14 @@ class SignalsSuite(SuiteBase):
         for status in sorted(TERMINAL_STATUSES):
             run = await _create(durable_store, _run(status))
             token = _new_id("token")
-            await durable_store.put_signal_waiter(SignalWaiter(token, run.id, 1))
+            waiter = SignalWaiter(token, run.id, 1)
+            await durable_store.put_signal_waiter(waiter)
             await durable_store.buffer_signal(token, "unread", _now())
             assert await durable_store.pair_signal(token, _now()) is None
-            assert await durable_store.list_signal_waiters(token) == []
+            assert not await _has_waiter(durable_store, waiter)
             assert await durable_store.list_checkpoints(run.id) == []
             assert (await _get(durable_store, run.id)).status == status
-            signal = await durable_store.take_buffered_signal(token)
-            assert signal is not None
-            assert signal.payload == "unread"
+            assert await _buffered(durable_store, token) == ["unread"]
 
     async def test_pair_signal_keeps_when_the_pending_wait_began(
         self, durable_store: StateStore
@@ -499,7 +394,7 @@ class SignalsSuite(SuiteBase):
             await durable_store.buffer_signal(token, "for the genuine waiter", now)
             paired = await durable_store.pair_signal(token, now)
             assert paired is None, f"a signal was delivered onto a {status} {kind} checkpoint"
-            assert await durable_store.list_signal_waiters(token) == []
+            assert not await _has_waiter(durable_store, SignalWaiter(token, run.id, 1))
             assert await durable_store.get_checkpoint(run.id, 1) == done
             assert (await _get(durable_store, run.id)).status == "suspended"
             genuine = SignalWaiter(token, run.id, 2)
@@ -539,19 +434,18 @@ class SignalsSuite(SuiteBase):
             results = await _race(self.options.concurrency, contend)
             paired = [r for i, r in enumerate(results) if i != timeout and r is not None]
             stored = await durable_store.get_checkpoint(run.id, 1)
-            left = await durable_store.take_buffered_signal(waiter.token)
+            assert not await _has_waiter(durable_store, waiter)
+            left = await _buffered(durable_store, waiter.token)
             if results[timeout]:
                 assert paired == [], "a signal was delivered onto a wait that timed out"
                 assert stored == timed_out
-                assert left is not None, "the signal was lost to a wait that timed out"
-                assert left.payload == "go"
+                assert left == ["go"], "the signal was lost to a wait that timed out"
             else:
                 assert paired == [waiter], f"{len(paired)} pairers delivered one signal"
                 assert stored is not None
                 assert (stored.status, stored.output) == ("completed", "go")
                 assert stored.started_at == began, "the delivery lost when the wait began"
-                assert left is None, "a delivered signal is still buffered"
-            assert await durable_store.list_signal_waiters(waiter.token) == []
+                assert left == [], "a delivered signal is still buffered"
 
         for _ in range(self.options.race_repeats):
             await one_round()
@@ -575,10 +469,7 @@ class SignalsSuite(SuiteBase):
             checkpoint = await durable_store.get_checkpoint(run.id, 1)
             assert checkpoint is not None
             assert checkpoint.output == 0
-            left = []
-            while (signal := await durable_store.take_buffered_signal(token)) is not None:
-                left.append(signal.payload)
-            assert left == [1, 2]
+            assert await _buffered(durable_store, token) == [1, 2]
 
         for _ in range(self.options.race_repeats):
             await one_round()
@@ -607,9 +498,9 @@ class SignalsSuite(SuiteBase):
                 checkpoint = await durable_store.get_checkpoint(waiter.run_id, 1)
                 assert checkpoint is not None
                 assert checkpoint.output == f"for {waiter.run_id}"
-                assert await durable_store.take_signal_waiter(waiter.token) is None
-                assert await durable_store.take_buffered_signal(waiter.token) is None
+                assert not await _has_waiter(durable_store, waiter)
                 assert (await _get(durable_store, waiter.run_id)).status == "pending"
+                assert await _buffered(durable_store, waiter.token) == []
 
         for _ in range(self.options.race_repeats):
             await one_round()

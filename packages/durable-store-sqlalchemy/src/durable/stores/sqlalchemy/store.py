@@ -5,7 +5,8 @@ new checkout) and runs one statement whose ``WHERE`` or ``RETURNING`` decides th
 The few calls that need more (``pair_signal``, ``delete_run``, a patch that rewrites
 attributes, a compare-and-set with an owner or a patch, a waiter with its checkpoint) run one
 explicit transaction (``BEGIN IMMEDIATE`` on SQLite) that locks the run row first. No
-transaction stays open while code outside the store runs. Fixed statements run on the driver
+transaction stays open while code outside the store runs, except a transactional step's
+function, which runs inside its own (``run_in_transaction``). Fixed statements run on the driver
 connection directly where ``_direct`` can (asyncpg, aiosqlite).
 """
 
@@ -656,6 +657,40 @@ class SqlAlchemyStateStore:
                 if rows is not None:
                     await _replace_attributes(s, run_id, rows)
             return True
+
+        return await self._run(what, op, tx=True)
+
+    async def run_in_transaction(
+        self,
+        run_id: str,
+        owner: str,
+        fn: Callable[[AsyncConnection], Awaitable[_T]],
+        checkpoint: Callable[[_T], CheckpointRecord | None],
+    ) -> tuple[_T, bool]:
+        """Run ``fn`` on a connection in one transaction; commit its checkpoint with it.
+
+        ``fn`` receives an ``AsyncConnection`` of :attr:`engine` inside an open transaction
+        (``BEGIN IMMEDIATE`` on SQLite); its statements, SQLAlchemy Core or an ``AsyncSession``
+        bound to it and flushed, join that transaction. Then the run row is locked, the fence
+        checked and the checkpoint upserted, and all of it commits at once; a failure, a
+        refused checkpoint or a lost fence rolls it all back. A deadlock or serialization
+        failure reruns ``fn`` in a new transaction. On SQLite the transaction holds the
+        database's one write lock while ``fn`` runs.
+        """
+        what = f"run_in_transaction(run {run_id!r})"
+
+        async def op(s: _Session) -> tuple[_T, bool]:
+            result = await fn(s.conn)
+            record = checkpoint(result)
+            if record is None:
+                raise _Rollback((result, False))
+            if record.run_id != run_id:
+                raise ValueError(f"checkpoint of run {record.run_id!r} is not of run {run_id!r}")
+            run = await s.first(s.q.lock_run_state, {"rid": run_id})
+            if run is None or (run[0], run[1]) != ("running", owner):
+                raise _Rollback((result, False))
+            await s.count(s.q.upsert_checkpoint, checkpoint_params(record))
+            return result, True
 
         return await self._run(what, op, tx=True)
 
