@@ -1,4 +1,4 @@
-"""The README example: a checkout workflow on embedded SQLite.
+"""The README example at length: a checkout workflow on embedded SQLite.
 
 Run it with ``nox -s example`` (or ``python docs/examples/checkout.py`` in the workspace venv).
 It starts a checkout, shows each step, suspends on the approval signal, delivers the signal,
@@ -60,7 +60,7 @@ charge_card = remote_step(
 @durable_step(charge_card)
 async def charge(request: ChargeIn) -> ChargeOut:
     print(f"  remote step payments.charge-card: charged {request.amount_cents} cents")
-    return ChargeOut(charge_id=f"ch_{request.order_id[-6:]}")
+    return ChargeOut(charge_id=f"ch-{request.order_id}")
 
 
 @workflow(name="checkout", version="1")
