@@ -19,8 +19,7 @@ from durable.core import (
     SerializationError,
     StoreUnavailableError,
 )
-from durable.stores.sqlalchemy import SqlAlchemyStateStore
-from durable.stores.sqlalchemy import store as store_module
+from durable.stores.sqlalchemy import SqlAlchemyStateStore, _connections
 from durable.stores.sqlalchemy._direct import _DRIVER_KEY, ViaSqlAlchemy
 
 if TYPE_CHECKING:
@@ -86,7 +85,7 @@ async def test_a_kept_connection_serves_the_next_call_until_it_is_kept_too_long(
     pool_checkouts: int,
 ) -> None:
     if kept_for is not None:
-        monkeypatch.setattr(store_module, "_KEEP_IDLE_SECONDS", kept_for)
+        monkeypatch.setattr(_connections, "KEEP_IDLE_SECONDS", kept_for)
     async with SqlAlchemyStateStore(engine) as store:
         await store.ensure_schema()
         await store.create_run(run("r1"))

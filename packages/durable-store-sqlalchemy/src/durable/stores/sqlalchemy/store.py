@@ -8,33 +8,32 @@ explicit transaction (``BEGIN IMMEDIATE`` on SQLite) that locks the run row firs
 transaction stays open while code outside the store runs, except a transactional step's
 function, which runs inside its own (``run_in_transaction``). Fixed statements run on the driver
 connection directly where ``_direct`` can (asyncpg, aiosqlite).
+
+The class holds the protocol methods; how a call runs (retries, transactions, failure
+classification) is in ``_calls``, the connections kept between calls in ``_connections``, and
+the signal algorithms (waiter writes, buffered takes, pairing) in ``_signals``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import random
-from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
-import anyio
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from durable.core import (
-    TERMINAL_STATUSES,
     BufferedSignal,
     CheckpointRecord,
-    DurableError,
     RunNotFound,
     RunPage,
     SignalWaiter,
-    StoreError,
     decode_cursor,
     encode_cursor,
 )
+from durable.stores.sqlalchemy import _signals
+from durable.stores.sqlalchemy._calls import Rollback, Session, StoreCalls
 from durable.stores.sqlalchemy._convert import (
     attribute_rows,
     checkpoint_params,
@@ -44,22 +43,14 @@ from durable.stores.sqlalchemy._convert import (
     run_record,
     utcnow,
 )
-from durable.stores.sqlalchemy._direct import Executor, ViaSqlAlchemy, executor_for
-from durable.stores.sqlalchemy._errors import (
-    is_duplicate_key,
-    is_oversized,
-    is_retryable,
-    translate,
-)
+from durable.stores.sqlalchemy._errors import is_duplicate_key
 from durable.stores.sqlalchemy._schema import create_durable_tables
 from durable.stores.sqlalchemy._statements import (
     RUN_COLUMNS,
     STATUSES,
-    Features,
     R,
     RunFilter,
     Statements,
-    W,
 )
 
 if TYPE_CHECKING:
@@ -80,78 +71,11 @@ if TYPE_CHECKING:
         RunRecord,
         RunStatus,
     )
-    from durable.stores.sqlalchemy._convert import AnyRow
 
 _T = TypeVar("_T")
 
-_ATTEMPTS = 10
-"""Tries of a call that met a deadlock or serialization failure (the database undid it)."""
-_PAIR_ROUNDS = 8
-"""Tries of ``pair_signal`` when the waiter changed between looking and locking."""
-_SQLITE_READY = "durable_sqlite_pragmas"
-_SQLITE_PRAGMAS = (
-    "PRAGMA busy_timeout = 30000",
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = FULL",
-)
-_BEGIN = {"postgresql": "BEGIN", "mysql": "START TRANSACTION", "sqlite": "BEGIN IMMEDIATE"}
-_RETRY_PAIR = object()
-_STALE_WAITER = object()
-_CLEANUP_SECONDS = 15
-"""How long a cancelled call may spend ending its transaction and returning its connection."""
-_VIA_SQLALCHEMY = ViaSqlAlchemy()
-_KEEP_IDLE_SECONDS = 10.0
-"""A kept connection unused for longer goes back to the pool instead of serving a call."""
 
-
-@dataclass(frozen=True, slots=True)
-class _Database:
-    """What the store knows once connected: the dialect's statements and how to run them."""
-
-    q: Statements
-    x: Executor
-    max_packet: int | None
-    """MySQL/MariaDB's ``max_allowed_packet`` in bytes: the largest statement it accepts."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Session:
-    """One call's connection, with the statements and the executor to run them."""
-
-    conn: AsyncConnection
-    q: Statements
-    x: Executor
-
-    async def count(self, stmt: Executable, params: dict[str, Any]) -> int:
-        """Run a fixed statement; its row count."""
-        return await self.x.count(self.conn, stmt, params)
-
-    async def rows(self, stmt: Executable, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        """Run a fixed statement; its rows."""
-        return await self.x.rows(self.conn, stmt, params)
-
-    async def first(self, stmt: Executable, params: dict[str, Any]) -> Sequence[Any] | None:
-        """Run a fixed statement; its first row, or None."""
-        rows = await self.x.rows(self.conn, stmt, params)
-        return rows[0] if rows else None
-
-
-class _Rollback(Exception):  # control flow inside the store; never escapes it
-    """Raised inside a transaction to roll it back and return ``value``."""
-
-    def __init__(self, value: object) -> None:
-        super().__init__()
-        self.value = value
-
-
-def _is_autocommit(engine: AsyncEngine) -> bool:
-    # create_async_engine(isolation_level=...) is applied per new connection; only the
-    # dialect remembers it.
-    level = getattr(engine.sync_engine.dialect, "_on_connect_isolation_level", None)
-    return level == "AUTOCOMMIT"
-
-
-class SqlAlchemyStateStore:
+class SqlAlchemyStateStore(StoreCalls):
     """The durable state in PostgreSQL, MySQL/MariaDB or SQLite, through SQLAlchemy 2 (async).
 
     Pass an ``AsyncEngine`` you own (the store never disposes it), or let :meth:`from_url` make
@@ -181,24 +105,8 @@ class SqlAlchemyStateStore:
         """
         if keep_connections < 0:
             raise ValueError(f"keep_connections must be 0 or more, not {keep_connections}")
-        self.engine = engine
+        super().__init__(engine, keep_connections)
         self._owns_engine = False
-        self._auto = (
-            engine
-            if _is_autocommit(engine)
-            else engine.execution_options(isolation_level="AUTOCOMMIT")
-        )
-        family = Features.of(engine.sync_engine.dialect).family
-        self._mysql = family == "mysql"
-        self._sqlite = family == "sqlite"
-        self._postgres = family == "postgresql"
-        self._begin = _BEGIN[family]
-        self._keep = keep_connections
-        self._db: _Database | None = None
-        self._sqlite_writer: anyio.Lock | None = None
-        self._writer: AsyncConnection | None = None
-        self._idle: list[tuple[AsyncConnection, float]] = []
-        self._closed = False
 
     @classmethod
     def from_url(
@@ -246,213 +154,16 @@ class SqlAlchemyStateStore:
         the pool when it ends.
         """
         self._closed = True
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            await _close(writer)
-        await self._drop_idle()
+        await self._return_kept()
         if self._owns_engine:
             await self.engine.dispose()
-
-    # -- plumbing -------------------------------------------------------------------------------
-
-    async def _run(
-        self,
-        what: str,
-        op: Callable[[_Session], Awaitable[_T]],
-        *,
-        tx: bool | Callable[[Features], bool] = False,
-        write: bool = True,
-    ) -> _T:
-        """Run ``op`` on an autocommit connection, inside one transaction when ``tx`` says so.
-
-        On SQLite, writers of this process take turns on an in-process lock: SQLite admits one
-        writer at a time anyway, and waiting here is cheaper than its busy-timeout back-off
-        (which still covers writers in other processes). The lock holder writes on one
-        connection kept open between calls.
-        """
-        if write and self._sqlite:
-            if self._sqlite_writer is None:
-                self._sqlite_writer = anyio.Lock()
-            async with self._sqlite_writer:
-                return await self._attempt(what, op, tx, writer=True)
-        return await self._attempt(what, op, tx)
-
-    async def _attempt(
-        self,
-        what: str,
-        op: Callable[[_Session], Awaitable[_T]],
-        tx: bool | Callable[[Features], bool],
-        *,
-        writer: bool = False,
-    ) -> _T:
-        """Run ``op``; redo it after a deadlock, translate any other failure.
-
-        A deadlock or serialization failure is retried from scratch (the database undid the
-        work); any other failure becomes a core error chained to the driver's.
-        """
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._once(op, tx, writer)
-            except DurableError:
-                raise
-            except (sa_exc.SQLAlchemyError, OSError) as exc:
-                if attempt < _ATTEMPTS and is_retryable(exc):
-                    await anyio.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))
-                    continue
-                raise translate(exc, what, max_packet=self._max_packet()) from exc
-
-    async def _once(
-        self,
-        op: Callable[[_Session], Awaitable[_T]],
-        tx: bool | Callable[[Features], bool],
-        writer: bool,
-    ) -> _T:
-        """One try of ``op`` on a kept connection, or a new one from the pool.
-
-        The connection is kept for the next call when the call succeeded or failed cleanly
-        (the database refused a statement; nothing is left open). After a cancellation, a
-        lost connection or any other failure it is invalidated: whatever it was doing
-        mid-call, nobody reuses it. A lost connection also drops the other kept ones, which
-        are likely gone too.
-        """
-        conn = await self._take(writer) or await self._auto.connect().start()
-        try:
-            result = await self._execute(conn, op, tx)
-        except BaseException as exc:
-            failure = _failure(exc, self._max_packet())
-            if failure == "clean" and not conn.invalidated:
-                await self._put(conn, writer)
-            else:
-                await _close(conn, invalidate=True)
-                if failure == "lost":
-                    await self._drop_idle()
-            raise
-        await self._put(conn, writer)
-        return result
-
-    async def _take(self, writer: bool) -> AsyncConnection | None:
-        if writer:
-            conn, self._writer = self._writer, None
-            return conn
-        while self._idle:
-            conn, since = self._idle.pop()
-            if anyio.current_time() - since >= _KEEP_IDLE_SECONDS:
-                await _close(conn)
-                await self._drop_idle()  # the most recently used is stale: so are the others
-            elif self._db is not None and not self._db.x.usable(conn):
-                await _close(conn, invalidate=True)
-            else:
-                return conn
-        return None
-
-    async def _put(self, conn: AsyncConnection, writer: bool) -> None:
-        if self._closed:
-            await _close(conn)
-        elif writer:
-            self._writer = conn
-        elif len(self._idle) < self._keep:
-            self._idle.append((conn, anyio.current_time()))
-        else:
-            await _close(conn)
-
-    async def _drop_idle(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn, _ in idle:
-            await _close(conn)
-
-    async def _execute(
-        self,
-        conn: AsyncConnection,
-        op: Callable[[_Session], Awaitable[_T]],
-        tx: bool | Callable[[Features], bool],
-    ) -> _T:
-        db = self._db or await self._database(conn)
-        if self._sqlite and not conn.info.get(_SQLITE_READY):
-            for pragma in _SQLITE_PRAGMAS:
-                await conn.exec_driver_sql(pragma)
-            conn.info[_SQLITE_READY] = True
-        session = _Session(conn, db.q, _VIA_SQLALCHEMY if self._observed() else db.x)
-        if tx is True or (tx is not False and tx(db.q.features)):
-            return await self._transaction(session, op)
-        try:
-            return await op(session)
-        except _Rollback as outcome:  # nothing to undo: one autocommit statement
-            return cast("_T", outcome.value)
-
-    def _observed(self) -> bool:
-        """The engine logs SQL or has cursor-execute listeners (OpenTelemetry, SQL counters).
-
-        Then every statement goes through SQLAlchemy, so they see each one; statements run
-        directly on the driver would pass them by.
-        """
-        sync = self.engine.sync_engine
-        events = sync.dispatch
-        return bool(sync.echo or events.before_cursor_execute or events.after_cursor_execute)
-
-    async def _database(self, conn: AsyncConnection) -> _Database:
-        # Built after the first connect: only then does the dialect know MariaDB from MySQL.
-        max_packet = None
-        if self._mysql:
-            found = await conn.exec_driver_sql("SELECT @@max_allowed_packet")
-            max_packet = int(found.scalar_one())
-        dialect = conn.dialect
-        self._db = _Database(Statements(Features.of(dialect)), executor_for(dialect), max_packet)
-        return self._db
-
-    def _max_packet(self) -> int | None:
-        return None if self._db is None else self._db.max_packet
-
-    async def _transaction(self, session: _Session, op: Callable[[_Session], Awaitable[_T]]) -> _T:
-        conn = session.conn
-        await conn.exec_driver_sql(self._begin)
-        try:
-            result = await op(session)
-        except _Rollback as rollback:
-            await _end(conn, "ROLLBACK")
-            return cast("_T", rollback.value)
-        except BaseException:
-            # The failure is what the caller hears about: a ROLLBACK that fails as well (the
-            # server closed the connection) has already invalidated it.
-            with contextlib.suppress(Exception):
-                await _end(conn, "ROLLBACK")
-            raise
-        await _end(conn, "COMMIT")
-        return result
-
-    async def _count(
-        self, what: str, stmt: Callable[[Statements], Executable], params: dict[str, Any]
-    ) -> int:
-        async def op(s: _Session) -> int:
-            return await s.count(stmt(s.q), params)
-
-        return await self._run(what, op)
-
-    async def _rows(
-        self, what: str, stmt: Callable[[Statements], Executable], params: dict[str, Any]
-    ) -> Sequence[Sequence[Any]]:
-        async def op(s: _Session) -> Sequence[Sequence[Any]]:
-            return await s.rows(stmt(s.q), params)
-
-        return await self._run(what, op, write=False)
-
-    async def _adhoc_rows(
-        self, what: str, build: Callable[[Statements], Executable]
-    ) -> Sequence[AnyRow]:
-        """Rows of a statement built for this call only (through SQLAlchemy, never cached)."""
-
-        async def op(s: _Session) -> Sequence[AnyRow]:
-            return (await s.conn.execute(build(s.q))).all()
-
-        return await self._run(what, op, write=False)
 
     # -- schema ---------------------------------------------------------------------------------
 
     async def ensure_schema(self) -> None:
         """Create the missing durable tables and indexes (idempotent; touches nothing else)."""
 
-        async def op(s: _Session) -> None:
+        async def op(s: Session) -> None:
             await s.conn.run_sync(create_durable_tables)
 
         await self._run("ensure_schema", op, tx=True)
@@ -465,15 +176,15 @@ class SqlAlchemyStateStore:
         rows = attribute_rows(run.id, run.attributes)
         mysql = self._mysql
 
-        async def op(s: _Session) -> bool:
+        async def op(s: Session) -> bool:
             try:
                 inserted = await s.count(s.q.insert_run, params) > 0
             except sa_exc.IntegrityError as exc:
                 if mysql and is_duplicate_key(exc):
-                    raise _Rollback(False) from None
+                    raise Rollback(False) from None
                 raise
             if not inserted:
-                raise _Rollback(False)
+                raise Rollback(False)
             if rows:
                 await s.conn.execute(s.q.insert_attributes, rows)
             return True
@@ -501,12 +212,12 @@ class SqlAlchemyStateStore:
             params["if_status"] = list(if_status)
         rows = attribute_rows(run_id, patch["attributes"]) if "attributes" in patch else None
 
-        async def op(s: _Session) -> bool:
+        async def op(s: Session) -> bool:
             # Through SQLAlchemy: if_status is an expanding IN list.
             if (await s.conn.execute(s.q.update_run(keys, conditional), params)).rowcount == 0:
                 if not await s.rows(s.q.run_exists, {"rid": run_id}):
                     raise RunNotFound(f"no run {run_id!r}")
-                raise _Rollback(False)
+                raise Rollback(False)
             if rows is not None:
                 await _replace_attributes(s, run_id, rows)
             return True
@@ -516,7 +227,7 @@ class SqlAlchemyStateStore:
     async def delete_run(self, run_id: str) -> None:
         """Delete the run, its checkpoints, waiters and attributes, in one transaction."""
 
-        async def op(s: _Session) -> None:
+        async def op(s: Session) -> None:
             for stmt in s.q.delete_run_rows:
                 await s.count(stmt, {"run_id": run_id})
 
@@ -615,11 +326,11 @@ class SqlAlchemyStateStore:
             run_args["owner"] = owner
         rows = attribute_rows(run_id, run_patch["attributes"]) if "attributes" in keys else None
 
-        async def op(s: _Session) -> bool:
+        async def op(s: Session) -> bool:
             if await s.count(s.q.fenced_run_update(keys, fenced), run_args) == 0:
                 if not fenced:
                     raise RunNotFound(f"no run {run_id!r}")
-                raise _Rollback(False)
+                raise Rollback(False)
             if rows is not None:
                 await _replace_attributes(s, run_id, rows)
             await s.count(s.q.upsert_checkpoint, params)
@@ -644,12 +355,12 @@ class SqlAlchemyStateStore:
         run_args["rid"] = run_id
         rows = attribute_rows(run_id, patch["attributes"]) if "attributes" in patch else None
 
-        async def op(s: _Session) -> bool:
+        async def op(s: Session) -> bool:
             run = await s.first(s.q.lock_run_state, {"rid": run_id})
             if owner is not None and (run is None or (run[0], run[1]) != ("running", owner)):
-                raise _Rollback(False)
+                raise Rollback(False)
             if await s.count(s.q.save_checkpoint_expected, params) == 0:
-                raise _Rollback(False)
+                raise Rollback(False)
             if keys:
                 if run is None:
                     raise RunNotFound(f"no run {run_id!r}")
@@ -679,16 +390,16 @@ class SqlAlchemyStateStore:
         """
         what = f"run_in_transaction(run {run_id!r})"
 
-        async def op(s: _Session) -> tuple[_T, bool]:
+        async def op(s: Session) -> tuple[_T, bool]:
             result = await fn(s.conn)
             record = checkpoint(result)
             if record is None:
-                raise _Rollback((result, False))
+                raise Rollback((result, False))
             if record.run_id != run_id:
                 raise ValueError(f"checkpoint of run {record.run_id!r} is not of run {run_id!r}")
             run = await s.first(s.q.lock_run_state, {"rid": run_id})
             if run is None or (run[0], run[1]) != ("running", owner):
-                raise _Rollback((result, False))
+                raise Rollback((result, False))
             await s.count(s.q.upsert_checkpoint, checkpoint_params(record))
             return result, True
 
@@ -805,7 +516,7 @@ class SqlAlchemyStateStore:
         params["rid"] = run_id
         params["owner"] = owner
 
-        async def op(s: _Session) -> RunStatus | None:
+        async def op(s: Session) -> RunStatus | None:
             for cp_params in written:  # nothing is written unless owner holds the running run
                 await s.count(s.q.save_checkpoint_fenced, cp_params)
             stmt = s.q.release(keys, suspend)
@@ -827,10 +538,10 @@ class SqlAlchemyStateStore:
     ) -> RunStatus | None:
         rows = attribute_rows(run_id, patch["attributes"])
 
-        async def op(s: _Session) -> RunStatus | None:
+        async def op(s: Session) -> RunStatus | None:
             run = await s.first(s.q.lock_run_state, {"rid": run_id})
             if run is None or run[1] != owner:
-                raise _Rollback(None)
+                raise Rollback(None)
             status = cast("RunStatus", run[0])
             if status == "running":
                 for cp_params in written:  # the run row is locked and held by owner
@@ -852,7 +563,7 @@ class SqlAlchemyStateStore:
     async def wake_run(self, run_id: str) -> bool:
         """Make a suspended run pending, or flag a running one: one ``UPDATE``."""
 
-        async def op(s: _Session) -> bool:
+        async def op(s: Session) -> bool:
             params = {"rid": run_id, "wall": utcnow()}
             if s.q.features.returning:
                 row = await s.first(s.q.wake, params)
@@ -880,81 +591,23 @@ class SqlAlchemyStateStore:
         Raises:
             ValueError: ``checkpoint`` is not at the waiter's ``(run_id, seq)``.
         """
-        what = f"put_signal_waiter(token {waiter.token!r})"
-        params: dict[str, Any] = {"token": waiter.token, "run_id": waiter.run_id, "seq": waiter.seq}
-        if owner is not None:
-            params["owner"] = owner
-        if checkpoint is None:
-            if owner is None:
-                await self._count(what, _put_waiter, params)
-                return True
-            return await self._count(what, _put_waiter_fenced, params) > 0
-        if (checkpoint.run_id, checkpoint.seq) != (waiter.run_id, waiter.seq):
-            raise ValueError(
-                f"{what}: the checkpoint is at run {checkpoint.run_id!r} seq {checkpoint.seq}, "
-                f"not at the waiter's run {waiter.run_id!r} seq {waiter.seq}"
-            )
-        cp_params = checkpoint_params(checkpoint)
-
-        async def op(s: _Session) -> bool:
-            run = await s.first(s.q.lock_run_state, {"rid": waiter.run_id})
-            if owner is not None and (run is None or (run[0], run[1]) != ("running", owner)):
-                raise _Rollback(False)
-            await s.count(s.q.put_waiter, params)
-            await s.count(s.q.upsert_checkpoint, cp_params)
-            return True
-
-        return await self._run(what, op, tx=True)
+        return await _signals.put_waiter(self, waiter, owner=owner, checkpoint=checkpoint)
 
     async def take_signal_waiter(self, token: str) -> SignalWaiter | None:
         """Delete and return the token's waiter: ``DELETE ... RETURNING`` (MySQL: row lock)."""
-
-        async def op(s: _Session) -> SignalWaiter | None:
-            params = {"token": token}
-            if s.q.features.delete_returning:
-                row = await s.first(s.q.take_waiter, params)
-            else:
-                row = await s.first(s.q.lock_waiter, params)
-                if row is not None:
-                    await s.count(s.q.delete_waiter, params)
-            return None if row is None else SignalWaiter(row[0], row[1], row[2])
-
-        return await self._run(f"take_signal_waiter(token {token!r})", op, tx=_no_returning)
+        return await _signals.take_waiter(self, token)
 
     async def remove_signal_waiter(self, waiter: SignalWaiter) -> bool:
         """Delete exactly this waiter (token, run id and seq all match)."""
-        params = {"token": waiter.token, "run_id": waiter.run_id, "seq": waiter.seq}
-        what = f"remove_signal_waiter(token {waiter.token!r})"
-        return await self._count(what, _remove_waiter, params) > 0
+        return await _signals.remove_waiter(self, waiter)
 
     async def list_signal_waiters(self, prefix: str = "") -> list[SignalWaiter]:
         """Waiters whose token starts with ``prefix`` (case-sensitive), by token."""
-        sqlite = self._sqlite
-
-        def build(q: Statements) -> Executable:
-            stmt = select(W.token, W.run_id, W.seq).order_by(W.token)
-            if not prefix:
-                return stmt
-            if sqlite:  # LIKE ignores ASCII case on SQLite; GLOB does not
-                escaped = "".join(f"[{ch}]" if ch in "*?[" else ch for ch in prefix)
-                return stmt.where(W.token.op("GLOB")(escaped + "*"))
-            return stmt.where(W.token.startswith(prefix, autoescape=True))
-
-        rows = await self._adhoc_rows("list_signal_waiters", build)
-        return [SignalWaiter(row[0], row[1], row[2]) for row in rows]
+        return await _signals.list_waiters(self, prefix)
 
     async def buffer_signal(self, token: str, payload: JSONValue, now: datetime) -> int:
         """Append a signal to the token's FIFO: one ``INSERT``; returns its id."""
-        params = {"token": token, "payload": payload, "created_at": now}
-
-        async def op(s: _Session) -> int:
-            result = await s.conn.execute(s.q.insert_signal, params)
-            key = result.inserted_primary_key
-            if key is None or key[0] is None:
-                raise StoreError(f"buffer_signal(token {token!r}): no id came back")
-            return int(key[0])
-
-        return await self._run(f"buffer_signal(token {token!r})", op)
+        return await _signals.buffer_signal(self, token, payload, now)
 
     async def take_buffered_signal(self, token: str) -> BufferedSignal | None:
         """Delete and return the token's oldest signal: one ``DELETE ... RETURNING``.
@@ -963,11 +616,7 @@ class SqlAlchemyStateStore:
         different signals; MariaDB uses ``DELETE ... ORDER BY id LIMIT 1 RETURNING``; MySQL
         (no ``RETURNING``) locks the oldest row with ``SKIP LOCKED`` and deletes it.
         """
-
-        async def op(s: _Session) -> BufferedSignal | None:
-            return await _take_oldest(s, token)
-
-        return await self._run(f"take_buffered_signal(token {token!r})", op, tx=_no_returning)
+        return await _signals.take_buffered(self, token)
 
     async def list_pairable_tokens(self, limit: int) -> list[str]:
         """Up to ``limit`` tokens with both a waiter and a buffered signal, sorted (one query)."""
@@ -985,20 +634,7 @@ class SqlAlchemyStateStore:
         where there is none, and wakes the run. When the checkpoint is in any other state the
         transaction is undone and the stale waiter alone is deleted.
         """
-        what = f"pair_signal(token {token!r})"
-        for _ in range(_PAIR_ROUNDS):
-            rows = await self._rows(what, _peek_pair, {"token": token})
-            if not rows or not rows[0][2]:
-                return None
-            waiter = SignalWaiter(token, rows[0][0], rows[0][1])
-            outcome = await self._run(what, _pair(waiter, now, holder, self._mysql), tx=True)
-            if outcome is _STALE_WAITER:
-                exact = {"token": token, "run_id": waiter.run_id, "seq": waiter.seq}
-                await self._count(what, _remove_waiter, exact)
-                return None
-            if outcome is not _RETRY_PAIR:
-                return cast("SignalWaiter | None", outcome)
-        return None
+        return await _signals.pair_signal(self, token, now, holder)
 
 
 # -- module-level helpers (no per-call construction) ------------------------------------------
@@ -1010,132 +646,10 @@ def _fenced_params(checkpoint: CheckpointRecord, owner: str) -> dict[str, Any]:
     return params
 
 
-def _failure(exc: BaseException, max_packet: int | None) -> Literal["clean", "broken", "lost"]:
-    """What a failed call left of its connection.
-
-    ``clean``: as good as before, nothing left open (the database refused a statement, or
-    the value never reached it). ``lost``: the connection to the server is gone. ``broken``:
-    anything else (cancelled mid-call, an unexpected error, a statement refused for its size,
-    after which MySQL/MariaDB close the connection); nobody should reuse it.
-    """
-    if isinstance(exc, OSError) or (
-        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
-    ):
-        return "lost"
-    if is_oversized(exc, max_packet):
-        return "broken"
-    if isinstance(exc, DurableError):
-        return "clean"
-    if isinstance(exc, sa_exc.InterfaceError) or not isinstance(exc, sa_exc.StatementError):
-        return "broken"
-    return "clean"  # DBAPIError (a refused statement) or StatementError (a refused value)
-
-
-async def _close(conn: AsyncConnection, *, invalidate: bool = False) -> None:
-    """Hand the connection back to the pool (discarding it first when ``invalidate``).
-
-    Shielded: a cancelled call still hands its connection back. Bounded: a connection whose
-    driver died cannot hang its caller.
-    """
-    with anyio.move_on_after(_CLEANUP_SECONDS, shield=True):
-        if invalidate:
-            with contextlib.suppress(Exception):  # a dead connection may fail to say so
-                await conn.invalidate()
-        await conn.close()
-
-
-async def _end(conn: AsyncConnection, statement: str) -> None:
-    # Shielded: a cancelled caller must not hand a connection back mid-transaction.
-    # Bounded: a connection whose driver died cannot hang its caller forever.
-    with anyio.move_on_after(_CLEANUP_SECONDS, shield=True):
-        try:
-            await conn.exec_driver_sql(statement)
-        except BaseException:
-            await conn.invalidate()
-            raise
-
-
-def _no_returning(features: Features) -> bool:
-    return not features.delete_returning
-
-
-async def _replace_attributes(s: _Session, run_id: str, rows: list[dict[str, Any]]) -> None:
+async def _replace_attributes(s: Session, run_id: str, rows: list[dict[str, Any]]) -> None:
     await s.count(s.q.delete_attributes, {"run_id": run_id})
     if rows:
         await s.conn.execute(s.q.insert_attributes, rows)  # executemany: through SQLAlchemy
-
-
-async def _take_oldest(s: _Session, token: str) -> BufferedSignal | None:
-    params = {"token": token}
-    row: Sequence[Any] | None
-    if s.q.take_signal is not None:
-        row = await s.first(s.q.take_signal, params)
-    else:  # in a transaction: lock the oldest unlocked row, then delete it
-        row = await s.first(s.q.lock_oldest_signal, params)
-        if row is not None:
-            await s.count(s.q.delete_signal, {"sid": row[0]})
-    return None if row is None else BufferedSignal(int(row[0]), row[1], row[2], row[3])
-
-
-def _pair(
-    waiter: SignalWaiter, now: datetime, holder: str | None, mysql: bool
-) -> Callable[[_Session], Awaitable[object]]:
-    async def op(s: _Session) -> object:
-        q = s.q
-        run = await s.first(q.lock_run_state, {"rid": waiter.run_id})
-        exact = {"token": waiter.token, "run_id": waiter.run_id, "seq": waiter.seq}
-        if await s.count(q.remove_waiter, exact) == 0:
-            raise _Rollback(_RETRY_PAIR)  # taken or replaced meanwhile: look again
-        if run is None or run[0] in TERMINAL_STATUSES:
-            return None  # the waiter goes, the signal stays buffered
-        status, locked_by = run[0], run[1]
-        signal = await _take_oldest(s, waiter.token)
-        if signal is None:
-            raise _Rollback(None)
-        checkpoint = CheckpointRecord(
-            run_id=waiter.run_id,
-            seq=waiter.seq,
-            name=waiter.token,
-            kind="signal",
-            status="completed",
-            step_id=f"{waiter.run_id}:{waiter.seq}",
-            started_at=now,
-            finished_at=now,
-            output=signal.payload,
-            attempts=1,
-        )
-        if not await _deliver(s, checkpoint, mysql):
-            raise _Rollback(_STALE_WAITER)  # the seq already finished: undo, keep the signal
-        if status == "suspended":
-            await s.count(q.wake_suspended, {"rid": waiter.run_id, "wall": utcnow()})
-        elif status == "running" and (holder is None or locked_by != holder):
-            await s.count(q.flag_wake, {"rid": waiter.run_id})
-        return waiter
-
-    return op
-
-
-async def _deliver(s: _Session, checkpoint: CheckpointRecord, mysql: bool) -> bool:
-    """Complete the wait's ``pending`` checkpoint, or create it where none exists.
-
-    Returns:
-        False when the row at ``(run_id, seq)`` is in any other state (nothing written).
-    """
-    params = checkpoint_params(checkpoint)
-    if mysql:
-        # InnoDB would gap-lock an absent key for the UPDATE, and pairers of other runs whose
-        # keys share that gap would deadlock on their INSERTs: a plain read takes no lock.
-        key = {"run_id": checkpoint.run_id, "seq": checkpoint.seq}
-        if await s.rows(s.q.checkpoint_exists, key):
-            return await s.count(s.q.deliver_signal, params) > 0
-    elif await s.count(s.q.deliver_signal, params) > 0:
-        return True
-    try:
-        return await s.count(s.q.insert_checkpoint, params) > 0
-    except sa_exc.IntegrityError as exc:
-        if mysql and is_duplicate_key(exc):
-            return False
-        raise
 
 
 # Which of the built statements a call runs (looked up once they exist).
@@ -1149,8 +663,4 @@ _pending = attrgetter("pending")
 _incomplete = attrgetter("incomplete")
 _due = attrgetter("due")
 _renew = attrgetter("renew")
-_put_waiter = attrgetter("put_waiter")
-_put_waiter_fenced = attrgetter("put_waiter_fenced")
-_remove_waiter = attrgetter("remove_waiter")
-_peek_pair = attrgetter("peek_pair")
 _pairable_tokens = attrgetter("pairable_tokens")
