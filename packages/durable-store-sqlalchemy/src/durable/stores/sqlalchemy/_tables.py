@@ -1,6 +1,6 @@
 """The five durable tables, as SQLAlchemy Core ``Table`` objects in one ``MetaData``.
 
-Names and columns are the cross-adapter contract (``DESIGN.md``): every durable store writes
+Names and columns are the contract shared by every adapter: every durable store writes
 and reads these exact tables, so a database written by one adapter is readable by another.
 """
 
